@@ -1,0 +1,29 @@
+"""kdistill: knowledge distillation for PyTorch (Hinton, Vinyals & Dean 2015)."""
+
+from kdistill.data import Dataset, Split, load_dataset
+from kdistill.errors import KDistillError
+from kdistill.losses import (
+    DistillationLoss,
+    distillation_loss,
+    ensemble_soft_targets,
+    soft_targets,
+)
+from kdistill.models import build_model
+from kdistill.train import TrainConfig, evaluate, fit
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Dataset",
+    "DistillationLoss",
+    "KDistillError",
+    "Split",
+    "TrainConfig",
+    "build_model",
+    "distillation_loss",
+    "ensemble_soft_targets",
+    "evaluate",
+    "fit",
+    "load_dataset",
+    "soft_targets",
+]

@@ -1,0 +1,254 @@
+"""The ``kdistill`` command line: train, distill, evaluate and the demo.
+
+Every command validates its input at this boundary; a bad value ends the command with one line
+on stderr (``kdistill: error: ...``) and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import fields
+from pathlib import Path
+
+from kdistill.data import DATASET_NAMES
+from kdistill.errors import KDistillError
+from kdistill.train import TrainConfig
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``kdistill`` console script; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args, argv) or 0
+    except KDistillError as exc:
+        print(f"kdistill: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("kdistill: interrupted; re-run the same command with --resume", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every sub-command."""
+    parser = argparse.ArgumentParser(
+        prog="kdistill", description="Knowledge distillation (Hinton, Vinyals & Dean 2015)."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser("train", help="train a model on hard labels")
+    _add_run_arguments(train, default_model="mlp:1200x1200,dropout=0.5,input_dropout=0.2")
+    train.set_defaults(handler=_cmd_train)
+
+    distill = commands.add_parser("distill", help="distill a student from teacher run(s)")
+    _add_run_arguments(distill, default_model="mlp:800x800")
+    distill.add_argument(
+        "--teacher",
+        action="append",
+        required=True,
+        metavar="RUN",
+        help="teacher run folder; repeat for an ensemble (mean of probabilities)",
+    )
+    distill.add_argument("--temperature", "-T", type=float, default=20.0, help="T (default 20)")
+    distill.add_argument(
+        "--alpha",
+        type=float,
+        default=1.0,
+        help="weight of the soft-target term in [0, 1] (default 1: soft targets only)",
+    )
+    distill.add_argument(
+        "--drop-classes", type=_int_list, default=[], help="transfer set without these, e.g. 3"
+    )
+    distill.add_argument(
+        "--keep-classes", type=_int_list, default=[], help="transfer set of only these, e.g. 7,8"
+    )
+    distill.add_argument(
+        "--fraction", type=float, default=1.0, help="stratified fraction of the training set"
+    )
+    distill.set_defaults(handler=_cmd_distill)
+
+    evaluate = commands.add_parser("evaluate", help="score a finished run on its test set")
+    evaluate.add_argument("run", metavar="RUN", help="run folder")
+    evaluate.add_argument(
+        "--bias-shift",
+        action="append",
+        default=[],
+        metavar="CLASS=VALUE",
+        help="add VALUE to the output bias of CLASS (repeatable), e.g. 3=3.5",
+    )
+    evaluate.add_argument("--data-dir", help="folder with mnist/ and fashion-mnist/")
+    evaluate.add_argument("--download", action="store_true", help="fetch missing data files")
+    evaluate.set_defaults(handler=_cmd_evaluate)
+
+    demo = commands.add_parser(
+        "demo", help="teacher, student alone and distilled student on the bundled digits"
+    )
+    demo.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--no-progress", action="store_true", help="no progress bars")
+    demo.set_defaults(handler=_cmd_demo)
+    return parser
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser, default_model: str) -> None:
+    defaults = TrainConfig()
+    parser.add_argument("--dataset", default="digits", choices=DATASET_NAMES)
+    parser.add_argument("--data-dir", help="folder with mnist/ and fashion-mnist/ ($KDISTILL_DATA)")
+    parser.add_argument("--download", action="store_true", help="fetch missing data files")
+    parser.add_argument(
+        "--model", default=default_model, help=f"model spec (default {default_model})"
+    )
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--out", help="run folder (default runs/<command>-<time>)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--optimizer", default=defaults.optimizer, choices=["sgd", "adam"])
+    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--momentum", type=float, default=defaults.momentum)
+    parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    parser.add_argument(
+        "--schedule", default=defaults.schedule, choices=["cosine", "constant", "linear"]
+    )
+    parser.add_argument("--max-norm", type=float, help="max L2 norm of each unit's weights")
+    parser.add_argument("--jitter", type=int, default=0, help="random shifts of up to N pixels")
+    parser.add_argument("--val-fraction", type=float, default=0.0, help="held-out fraction")
+    parser.add_argument("--patience", type=int, help="early stopping patience (epochs)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (fp32 weights)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _train_config(args: argparse.Namespace) -> TrainConfig:
+    names = {f.name for f in fields(TrainConfig)}
+    values = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    config = TrainConfig(**values)
+    config.validate()
+    return config
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated class numbers, got {text!r}")
+
+
+def _default_out(command: str) -> str:
+    return f"runs/{command}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
+    from kdistill.runs import RunSpec
+
+    spec = RunSpec(
+        model=args.model, dataset=args.dataset, data_dir=args.data_dir, train=_train_config(args)
+    )
+    return _execute(spec, args, "train", argv)
+
+
+def _cmd_distill(args: argparse.Namespace, argv: list[str]) -> int:
+    from kdistill.runs import RunSpec
+
+    spec = RunSpec(
+        model=args.model,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        teachers=args.teacher,
+        train=_train_config(args),
+        drop_classes=args.drop_classes,
+        keep_classes=args.keep_classes,
+        train_fraction=args.fraction,
+    )
+    if not 0 < spec.train_fraction <= 1:
+        raise KDistillError(f"--fraction must be in (0, 1], got {spec.train_fraction}")
+    for teacher in spec.teachers:
+        if not Path(teacher, "model.safetensors").is_file():
+            raise KDistillError(f"teacher run {teacher} does not exist or has not finished")
+    return _execute(spec, args, "distill", argv)
+
+
+def _execute(spec, args: argparse.Namespace, command: str, argv: list[str]) -> int:
+    from kdistill.reports import format_table
+    from kdistill.runs import execute
+
+    out = Path(args.out or _default_out(command))
+    metrics = execute(
+        spec,
+        out,
+        resume=args.resume,
+        progress=not args.no_progress,
+        download=args.download,
+        argv=["kdistill", *argv],
+    )
+    rows = [_cost_row("model", spec.model, metrics["test"], metrics["cost"]["model"])]
+    print(format_table(rows))
+    print(f"run written to {out}")
+    return 0
+
+
+def _cost_row(role: str, spec: str, test: dict | None, cost: dict) -> dict:
+    row = {"role": role, "model": spec}
+    if test is not None:
+        row.update(test_errors=test["errors"], accuracy=round(test["accuracy"], 4))
+    row.update(
+        parameters=cost["parameters"],
+        flops_per_example=cost["flops_per_example"],
+        examples_per_s=cost["inference_examples_per_s"],
+    )
+    return row
+
+
+def _cmd_evaluate(args: argparse.Namespace, argv: list[str]) -> int:
+    from kdistill.models import shift_output_bias_
+    from kdistill.reports import format_table
+    from kdistill.runs import cached_dataset, load_run_model
+    from kdistill.train import evaluate
+
+    model, config = load_run_model(args.run)
+    shifts = _parse_shifts(args.bias_shift)
+    shift_output_bias_(model, shifts)
+    dataset = cached_dataset(config["dataset"], args.data_dir or config["data_dir"], args.download)
+    scored = evaluate(model, dataset.test)
+    print(format_table([{
+        "run": args.run,
+        "bias_shift": ", ".join(f"{c}{v:+g}" for c, v in shifts.items()) or "none",
+        "test_errors": scored["errors"],
+        "accuracy": round(scored["accuracy"], 4),
+    }]))
+    per_class = [
+        {"class": name, "errors": e, "examples": n}
+        for name, e, n in zip(
+            dataset.class_names, scored["per_class_errors"], scored["per_class_examples"]
+        )
+    ]
+    print(format_table(per_class))
+    return 0
+
+
+def _parse_shifts(items: list[str]) -> dict[int, float]:
+    shifts: dict[int, float] = {}
+    for item in items:
+        cls, eq, value = item.partition("=")
+        try:
+            shifts[int(cls)] = shifts.get(int(cls), 0.0) + float(value)
+        except ValueError:
+            raise KDistillError(f"--bias-shift takes CLASS=VALUE, e.g. 3=3.5; got {item!r}")
+        if not eq:
+            raise KDistillError(f"--bias-shift takes CLASS=VALUE, e.g. 3=3.5; got {item!r}")
+    return shifts
+
+
+def _cmd_demo(args: argparse.Namespace, argv: list[str]) -> int:
+    from kdistill.demo import run_demo
+
+    run_demo(Path(args.out), seed=args.seed, progress=not args.no_progress)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

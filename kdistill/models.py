@@ -1,0 +1,277 @@
+"""Models from short specs (``mlp:1200x1200,dropout=0.5``), and what kdistill needs of any model.
+
+Any ``nn.Module`` that maps a batch ``(B, ...)`` to logits ``(B, C)`` works as a teacher or
+student. The specs here only name the paper's models and a small CNN, plus ``package.module:fn``
+for a user's own model function.
+
+Spec grammar: ``KIND:ARCH[,key=value...]``
+
+- ``mlp:1200x1200`` hidden widths; options ``dropout`` (hidden units), ``input_dropout``.
+- ``cnn:32x64`` conv channels (5x5 conv, ReLU, 2x2 max-pool each); option ``hidden`` (units of
+  the fully connected layer, default 128), ``dropout``.
+- ``package.module:function`` calls ``function(**options)`` and expects an ``nn.Module``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import time
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from kdistill.errors import KDistillError
+
+
+class MLP(nn.Module):
+    """Fully connected ReLU network with dropout on the inputs and on each hidden layer."""
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden: Sequence[int],
+        num_classes: int,
+        dropout: float = 0.0,
+        input_dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        if input_dropout > 0:
+            layers.append(nn.Dropout(input_dropout))
+        width = in_features
+        for units in hidden:
+            layers += [nn.Linear(width, units), nn.ReLU()]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            width = units
+        layers.append(nn.Linear(width, num_classes))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class SmallCNN(nn.Module):
+    """Conv(5x5)-ReLU-MaxPool blocks, then one hidden fully connected layer."""
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        channels: Sequence[int],
+        num_classes: int,
+        hidden: int = 128,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        in_channels, height, width = input_shape
+        blocks: list[nn.Module] = []
+        for out_channels in channels:
+            blocks += [nn.Conv2d(in_channels, out_channels, 5, padding=2), nn.ReLU()]
+            if min(height, width) >= 2:
+                blocks.append(nn.MaxPool2d(2))
+                height, width = height // 2, width // 2
+            in_channels = out_channels
+        self.features = nn.Sequential(*blocks)
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(in_channels * height * width, hidden),
+            nn.ReLU(),
+            nn.Dropout(dropout) if dropout > 0 else nn.Identity(),
+            nn.Linear(hidden, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
+    """Split ``KIND:ARCH,key=value,...`` into ``(kind, arch, options)``."""
+    head, _, rest = spec.partition(",")
+    kind, sep, arch = head.partition(":")
+    if not sep or not kind or not arch:
+        raise KDistillError(
+            f"bad model spec {spec!r}: expected e.g. 'mlp:1200x1200', 'cnn:32x64' "
+            "or 'package.module:function'"
+        )
+    options: dict[str, str] = {}
+    for item in filter(None, rest.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise KDistillError(f"bad option {item!r} in model spec {spec!r}: expected key=value")
+        options[key.strip()] = value.strip()
+    return kind.strip(), arch.strip(), options
+
+
+def build_model(spec: str, input_shape: Sequence[int], num_classes: int) -> nn.Module:
+    """Build a fresh model from its spec, for inputs of ``input_shape`` (without the batch)."""
+    kind, arch, options = parse_spec(spec)
+    if kind == "mlp":
+        known = {"dropout", "input_dropout"}
+        _check_options(spec, options, known)
+        return MLP(
+            math.prod(input_shape),
+            _widths(spec, arch),
+            num_classes,
+            dropout=_float_option(spec, options, "dropout"),
+            input_dropout=_float_option(spec, options, "input_dropout"),
+        )
+    if kind == "cnn":
+        _check_options(spec, options, {"hidden", "dropout"})
+        if len(input_shape) != 3:
+            raise KDistillError(f"model {spec!r} needs (channels, height, width) inputs")
+        return SmallCNN(
+            input_shape,
+            _widths(spec, arch),
+            num_classes,
+            hidden=int(options.get("hidden", 128)),
+            dropout=_float_option(spec, options, "dropout"),
+        )
+    if "." in kind or kind.isidentifier():
+        return _import_model(spec, kind, arch, options)
+    raise KDistillError(f"unknown model kind {kind!r} in {spec!r}: use mlp, cnn or module:function")
+
+
+def _import_model(spec: str, module_name: str, attr: str, options: dict[str, str]) -> nn.Module:
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise KDistillError(f"cannot import module {module_name!r} for model {spec!r}: {exc}")
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise KDistillError(f"module {module_name!r} has no function {attr!r} (model {spec!r})")
+    model = factory(**{k: _literal(v) for k, v in options.items()})
+    if not isinstance(model, nn.Module):
+        raise KDistillError(f"{spec!r} returned {type(model).__name__}, not an nn.Module")
+    return model
+
+
+def _literal(text: str) -> int | float | str:
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _widths(spec: str, arch: str) -> list[int]:
+    try:
+        widths = [int(part) for part in arch.lower().split("x")]
+    except ValueError:
+        raise KDistillError(f"bad layer widths {arch!r} in model spec {spec!r}: e.g. 800x800")
+    if any(w < 1 for w in widths):
+        raise KDistillError(f"layer widths must be >= 1 in model spec {spec!r}")
+    return widths
+
+
+def _check_options(spec: str, options: dict[str, str], known: set[str]) -> None:
+    unknown = set(options) - known
+    if unknown:
+        raise KDistillError(
+            f"unknown option(s) {', '.join(sorted(unknown))} in model spec {spec!r}; "
+            f"known: {', '.join(sorted(known))}"
+        )
+
+
+def _float_option(spec: str, options: dict[str, str], key: str) -> float:
+    try:
+        value = float(options.get(key, 0.0))
+    except ValueError:
+        raise KDistillError(f"option {key} must be a number in model spec {spec!r}")
+    if not 0 <= value < 1:
+        raise KDistillError(f"{key} must be in [0, 1) in model spec {spec!r}, got {value}")
+    return value
+
+
+# --------------------------------------------------------------------------- constraints
+
+
+@torch.no_grad()
+def max_norm_(model: nn.Module, max_norm: float) -> None:
+    """Rescale each unit's incoming weight vector to an L2 norm of at most ``max_norm``.
+
+    The constraint of the dropout paper (Srivastava et al. 2014), applied after each update to
+    every ``nn.Linear`` (rows of its weight) and ``nn.Conv2d`` (one filter per output channel).
+    """
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            weight = module.weight
+            norms = weight.flatten(1).norm(dim=1).clamp_min(max_norm)
+            weight.mul_((max_norm / norms).view(-1, *([1] * (weight.dim() - 1))))
+
+
+def output_layer(model: nn.Module) -> nn.Linear:
+    """The model's last ``nn.Linear``, whose bias gives the per-class offsets of the logits."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears or linears[-1].bias is None:
+        raise KDistillError("the model has no final nn.Linear layer with a bias to shift")
+    return linears[-1]
+
+
+@torch.no_grad()
+def shift_output_bias_(model: nn.Module, shifts: dict[int, float]) -> None:
+    """Add ``shifts[c]`` to the output bias of each class ``c`` (paper, section 3's fix)."""
+    bias = output_layer(model).bias
+    for cls, value in shifts.items():
+        if not 0 <= cls < bias.shape[0]:
+            raise KDistillError(f"class {cls} is out of range: the model has {bias.shape[0]}")
+        bias[cls] += value
+
+
+# --------------------------------------------------------------------------- cost
+
+
+def count_parameters(model: nn.Module) -> int:
+    """The number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def flops_per_example(model: nn.Module, input_shape: Sequence[int]) -> int:
+    """Forward FLOPs of one example (2 per multiply-add) of its Linear and Conv2d layers."""
+    total = 0
+
+    def count(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        nonlocal total
+        if isinstance(module, nn.Linear):
+            total += 2 * module.in_features * module.out_features
+        elif isinstance(module, nn.Conv2d):
+            kernel = math.prod(module.kernel_size) * module.in_channels // module.groups
+            total += 2 * kernel * output[0].numel()
+
+    hooks = [m.register_forward_hook(count) for m in model.modules()]
+    was_training = model.training
+    try:
+        model.eval()
+        device = next(model.parameters()).device
+        with torch.inference_mode():
+            model(torch.zeros(1, *input_shape, device=device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train(was_training)
+    return total
+
+
+def inference_throughput(
+    model: nn.Module, input_shape: Sequence[int], batch_size: int = 1000, seconds: float = 0.5
+) -> float:
+    """Measured examples/s of the model in eval mode on random inputs of ``input_shape``."""
+    device = next(model.parameters()).device
+    x = torch.rand(batch_size, *input_shape, device=device)
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        model(x)  # warm-up
+        done, start = 0, time.perf_counter()
+        while True:
+            model(x)
+            done += batch_size
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            elapsed = time.perf_counter() - start
+            if elapsed >= seconds:
+                break
+    model.train(was_training)
+    return done / elapsed

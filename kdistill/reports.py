@@ -1,0 +1,103 @@
+"""Reports: plain-text tables for the terminal and Markdown, and the PNG plots.
+
+Plots use matplotlib's non-interactive Agg backend and are written atomically.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from kdistill.checkpoint import atomic_write  # noqa: E402
+from kdistill.losses import soft_targets  # noqa: E402
+
+
+def format_table(rows: Sequence[Mapping], columns: Sequence[str] | None = None) -> str:
+    """A Markdown table (also readable in a terminal) of ``rows``."""
+    columns = list(columns or (rows[0].keys() if rows else []))
+    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    lines = [
+        "| " + " | ".join(c.ljust(w) for c, w in zip(columns, widths)) + " |",
+        "|" + "|".join("-" * (w + 2) for w in widths) + "|",
+    ]
+    lines += ["| " + " | ".join(v.ljust(w) for v, w in zip(r, widths)) + " |" for r in cells]
+    return "\n".join(lines)
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:,.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def save_figure(fig: plt.Figure, path: str | Path) -> Path:
+    """Write a figure as PNG atomically and close it."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write(path, buffer.getvalue())
+    return Path(path)
+
+
+def plot_curves(histories: Mapping[str, Sequence[Mapping]], path: str | Path) -> Path:
+    """Test errors and training loss per epoch, one line per run, side by side."""
+    fig, (ax_err, ax_loss) = plt.subplots(1, 2, figsize=(11, 4))
+    for label, history in histories.items():
+        epochs = [row["epoch"] for row in history]
+        if history and history[0].get("test_errors") is not None:
+            ax_err.plot(epochs, [row["test_errors"] for row in history], marker=".", label=label)
+        ax_loss.plot(epochs, [row["train_loss"] for row in history], marker=".", label=label)
+    ax_err.set(xlabel="epoch", ylabel="test errors", title="Test errors")
+    ax_loss.set(xlabel="epoch", ylabel="training loss", title="Training loss", yscale="log")
+    for ax in (ax_err, ax_loss):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return save_figure(fig, path)
+
+
+def plot_soft_targets(
+    logits: torch.Tensor,
+    temperatures: Sequence[float],
+    path: str | Path,
+    images: torch.Tensor | None = None,
+    class_names: Sequence[str] | None = None,
+) -> Path:
+    """The teacher's soft targets of a few examples at several temperatures.
+
+    Args:
+        logits: ``(K, C)`` teacher logits of K examples.
+        temperatures: one bar group per temperature.
+        images: optional ``(K, 1, H, W)`` inputs, shown at the left of each row.
+    """
+    k, c = logits.shape
+    columns = len(temperatures) + (images is not None)
+    fig, axes = plt.subplots(k, columns, figsize=(2.6 * columns, 1.9 * k), squeeze=False)
+    names = list(class_names or range(c))
+    for row in range(k):
+        offset = 0
+        if images is not None:
+            axes[row][0].imshow(images[row, 0].cpu(), cmap="gray_r")
+            axes[row][0].set_axis_off()
+            offset = 1
+        for col, temperature in enumerate(temperatures):
+            ax = axes[row][col + offset]
+            probs = soft_targets(logits[row].float(), temperature).cpu()
+            ax.bar(range(c), probs, color="tab:blue")
+            ax.set_ylim(0, 1)
+            ax.set_xticks(range(c), names, fontsize=7)
+            if row == 0:
+                ax.set_title(f"T = {temperature:g}")
+    fig.suptitle("Teacher soft targets: a higher T spreads probability over the wrong classes")
+    return save_figure(fig, path)

@@ -1,0 +1,447 @@
+"""The one training loop: a model on hard labels, or a student distilled from a teacher.
+
+``fit`` trains any ``nn.Module`` on an in-memory :class:`~kdistill.data.Split`. Given a teacher
+(one model or a list of models, an ensemble) it minimises :func:`~kdistill.losses.distillation_loss`;
+without one, plain cross-entropy. When the transfer set is not augmented the teacher's logits are
+computed once and reused every epoch, which gives the same loss as running the teacher online.
+With a checkpoint folder it saves every epoch and can resume bit for bit.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from kdistill.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from kdistill.data import Split, batch_indices, jitter, train_val_split
+from kdistill.errors import KDistillError
+from kdistill.losses import (
+    check_alpha,
+    check_labels,
+    check_temperature,
+    distillation_loss_unchecked,
+    log_soft_targets,
+)
+from kdistill.models import max_norm_
+
+Teacher = nn.Module | Sequence[nn.Module]
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides how a model is trained; saved with every run.
+
+    ``temperature`` and ``alpha`` apply only when a teacher is given. ``alpha`` is the weight
+    of the soft-target term (1 = soft targets only, as in the paper's MNIST students).
+    """
+
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str = "sgd"  # "sgd" (with momentum) or "adam"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "cosine"  # "cosine" (to 0 over the run), "constant" or "linear"
+    max_norm: float | None = None  # max L2 norm of each unit's incoming weights
+    jitter: int = 0  # translate inputs by up to this many pixels
+    temperature: float = 1.0
+    alpha: float = 1.0
+    val_fraction: float = 0.0  # stratified hold-out from the training split
+    patience: int | None = None  # early stopping: epochs without a better validation error
+    seed: int = 0
+    eval_batch_size: int = 2000
+    cache_teacher_logits: bool = True
+    bf16: bool = False  # bf16 autocast for forward passes; weights stay fp32
+    device: str = "auto"
+
+    def validate(self) -> None:
+        """Raise a clear error on a setting that cannot work."""
+        if self.epochs < 1:
+            raise KDistillError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise KDistillError(f"batch size must be >= 1, got {self.batch_size}")
+        if self.optimizer not in ("sgd", "adam"):
+            raise KDistillError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
+        if self.schedule not in ("cosine", "constant", "linear"):
+            raise KDistillError(
+                f"schedule must be 'cosine', 'constant' or 'linear', got {self.schedule!r}"
+            )
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise KDistillError(f"learning rate must be > 0, got {self.lr}")
+        if self.max_norm is not None and not self.max_norm > 0:
+            raise KDistillError(f"max-norm must be > 0, got {self.max_norm}")
+        if self.jitter < 0:
+            raise KDistillError(f"jitter must be >= 0 pixels, got {self.jitter}")
+        if not 0 <= self.val_fraction < 1:
+            raise KDistillError(f"validation fraction must be in [0, 1), got {self.val_fraction}")
+        if self.patience is not None and self.val_fraction == 0:
+            raise KDistillError("early stopping (patience) needs a validation split: set val_fraction")
+        check_temperature(self.temperature)
+        check_alpha(self.alpha)
+
+
+@dataclass
+class FitResult:
+    """What a finished ``fit`` returns: one history row per epoch and the final evaluation."""
+
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int | None = None
+    stopped_early: bool = False
+    seconds: float = 0.0
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when present, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def as_members(teacher: Teacher | None) -> list[nn.Module]:
+    """A teacher as a list of ensemble members (one model is an ensemble of one)."""
+    if teacher is None:
+        return []
+    return [teacher] if isinstance(teacher, nn.Module) else list(teacher)
+
+
+@torch.inference_mode()
+def predict_logits(
+    model: Teacher, split_images: Tensor, batch_size: int = 2000, bf16: bool = False
+) -> Tensor:
+    """Logits of a model, ``(N, C)``, or of each ensemble member, ``(M, N, C)``, in eval mode."""
+    members = as_members(model)
+    outputs = []
+    for member in members:
+        was_training = member.training
+        member.eval()
+        device = next(member.parameters()).device
+        chunks = []
+        for start in range(0, len(split_images), batch_size):
+            x = split_images[start : start + batch_size].to(device)
+            with _autocast(device, bf16):
+                chunks.append(member(x).float())
+        member.train(was_training)
+        outputs.append(torch.cat(chunks))
+    stacked = torch.stack(outputs)
+    return stacked[0] if isinstance(model, nn.Module) else stacked
+
+
+@torch.inference_mode()
+def evaluate(model: Teacher, split: Split, batch_size: int = 2000, bf16: bool = False) -> dict:
+    """Test errors, accuracy, per-class errors, confusion matrix and mean loss of a model.
+
+    An ensemble is scored by the mean of its members' probabilities.
+    """
+    logits = predict_logits(model, split.images, batch_size, bf16)
+    if logits.dim() == 3:  # ensemble: average probabilities, score their log
+        log_probs = log_soft_targets(list(logits), 1.0)
+    else:
+        log_probs = F.log_softmax(logits, dim=-1)
+    labels = split.labels.to(log_probs.device)
+    num_classes = log_probs.shape[-1]
+    predictions = log_probs.argmax(dim=-1)
+    confusion = torch.bincount(
+        labels * num_classes + predictions, minlength=num_classes * num_classes
+    ).reshape(num_classes, num_classes)
+    wrong = predictions != labels
+    return {
+        "examples": len(split),
+        "errors": int(wrong.sum()),
+        "accuracy": float(1 - wrong.float().mean()) if len(split) else float("nan"),
+        "loss": float(F.nll_loss(log_probs, labels)) if len(split) else float("nan"),
+        "per_class_errors": torch.bincount(labels[wrong], minlength=num_classes).tolist(),
+        "per_class_examples": torch.bincount(labels, minlength=num_classes).tolist(),
+        "confusion": confusion.tolist(),
+    }
+
+
+def fit(
+    model: nn.Module,
+    train: Split,
+    config: TrainConfig,
+    *,
+    teacher: Teacher | None = None,
+    teacher_logits: Tensor | None = None,
+    test: Split | None = None,
+    val: Split | None = None,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    on_epoch: Callable[[list[dict]], None] | None = None,
+) -> FitResult:
+    """Train ``model`` on ``train``: on hard labels, or distilled from ``teacher``.
+
+    Args:
+        model: the model (student) to train, in place.
+        train: the training split (the *transfer set* when distilling).
+        config: optimisation and distillation settings.
+        teacher: a trained model or a list of them (an ensemble); frozen, run in eval mode.
+        teacher_logits: precomputed teacher logits for ``train``, ``(N, C)`` or ``(M, N, C)``
+            (e.g. shared by every cell of a sweep); computed here when caching applies.
+        test: scored after every epoch (reported only; never used to choose anything).
+        val: held-out split for early stopping; if None and ``config.val_fraction`` > 0 it is
+            split off ``train`` (stratified, seeded).
+        checkpoint_dir: save a checkpoint there after every epoch.
+        resume: continue from the checkpoint in ``checkpoint_dir``.
+        progress: show a progress bar.
+        on_epoch: called after each epoch with the history so far.
+
+    Returns:
+        The history and, with early stopping, the best epoch (whose weights ``model`` holds).
+    """
+    config.validate()
+    device = resolve_device(config.device)
+    members = as_members(teacher)
+    distilling = bool(members) or teacher_logits is not None
+    num_classes = _check_models(model, members, train, device)
+    if val is None and config.val_fraction > 0:
+        train, val = train_val_split(train, config.val_fraction, config.seed)
+    check_labels(train.labels, num_classes)
+
+    torch.manual_seed(config.seed)
+    model.to(device)
+    for member in members:
+        member.to(device).eval().requires_grad_(False)
+    data_gen = torch.Generator(device=device).manual_seed(config.seed)
+    train_images, train_labels = train.images.to(device), train.labels.to(device)
+
+    soft_log_probs = None  # cached teacher soft targets (log), (N, C)
+    if distilling and config.alpha > 0 and (config.jitter == 0 or teacher_logits is not None):
+        if teacher_logits is None and config.cache_teacher_logits:
+            teacher_logits = predict_logits(
+                teacher, train_images, config.eval_batch_size, config.bf16
+            )
+        if teacher_logits is not None:
+            source = teacher_logits.to(device)
+            soft_log_probs = log_soft_targets(
+                list(source) if source.dim() == 3 else source, config.temperature
+            ).clone()  # a normal tensor, usable outside inference mode
+            if soft_log_probs.shape != (len(train), num_classes):
+                raise KDistillError(
+                    f"teacher logits have shape {tuple(source.shape)}, expected "
+                    f"({len(train)}, {num_classes}) for this transfer set"
+                )
+
+    optimizer = _make_optimizer(model, config)
+    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    scheduler = _make_scheduler(optimizer, config, steps_per_epoch * config.epochs)
+
+    result = FitResult()
+    start_epoch, best_val, bad_epochs, best_state = 0, math.inf, 0, None
+    if resume:
+        state = load_checkpoint(checkpoint_dir, map_location=device)
+        if state["config"] != asdict(config):
+            raise KDistillError(
+                f"the checkpoint in {checkpoint_dir} was made with another config; "
+                "resume with the same command, or use a new --out"
+            )
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng_cpu"].cpu())
+        data_gen.set_state(state["rng_data"].cpu())
+        if device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng_cuda"].cpu(), device)
+        result.history = state["history"]
+        start_epoch, best_val, bad_epochs = state["epoch"], state["best_val"], state["bad_epochs"]
+        best_state = state["best_model"]
+        result.best_epoch = state["best_epoch"]
+    elif checkpoint_dir is not None and has_checkpoint(checkpoint_dir):
+        raise KDistillError(
+            f"{checkpoint_dir} already holds a checkpoint: pass --resume to continue it, "
+            "or choose a new --out"
+        )
+
+    bar = tqdm(
+        total=steps_per_epoch * config.epochs,
+        initial=steps_per_epoch * start_epoch,
+        disable=not progress,
+        desc="distill" if distilling else "train",
+        unit="step",
+        leave=False,
+        dynamic_ncols=True,
+    )
+    started = time.perf_counter()
+    step_losses = torch.zeros(steps_per_epoch, device=device)
+    for epoch in range(start_epoch, config.epochs):
+        model.train()
+        epoch_start = time.perf_counter()
+        for step, index in enumerate(batch_indices(len(train), config.batch_size, data_gen)):
+            x, y = train_images[index], train_labels[index]
+            x = jitter(x, config.jitter, data_gen)
+            with _autocast(device, config.bf16):
+                logits = model(x).float()
+            if not distilling:
+                loss = F.cross_entropy(logits, y)
+            else:
+                teacher_log_probs = (
+                    soft_log_probs[index]
+                    if soft_log_probs is not None
+                    else _online_soft_targets(members, x, config, device)
+                )
+                loss = distillation_loss_unchecked(
+                    logits,
+                    None,
+                    y,
+                    temperature=config.temperature,
+                    alpha=config.alpha,
+                    teacher_log_probs=teacher_log_probs,
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            if config.max_norm is not None:
+                max_norm_(model, config.max_norm)
+            step_losses[step] = loss.detach()
+            if step % 100 == 99:  # one device sync per 100 steps
+                _check_finite(step_losses[: step + 1], epoch, steps_per_epoch)
+            bar.update()
+        _check_finite(step_losses, epoch, steps_per_epoch)
+
+        row = {
+            "epoch": epoch + 1,
+            "lr": optimizer.param_groups[0]["lr"],
+            "train_loss": float(step_losses.mean()),
+            "seconds": round(time.perf_counter() - epoch_start, 3),
+        }
+        if val is not None:
+            scored = evaluate(model, val, config.eval_batch_size, config.bf16)
+            row["val_errors"], row["val_loss"] = scored["errors"], scored["loss"]
+        if test is not None:
+            scored = evaluate(model, test, config.eval_batch_size, config.bf16)
+            row["test_errors"], row["test_loss"] = scored["errors"], scored["loss"]
+        result.history.append(row)
+        bar.set_postfix({k: row[k] for k in ("train_loss", "val_errors", "test_errors") if k in row})
+
+        stop = False
+        if val is not None:
+            if row["val_errors"] < best_val:
+                best_val, bad_epochs, result.best_epoch = row["val_errors"], 0, epoch + 1
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                bad_epochs += 1
+                stop = config.patience is not None and bad_epochs >= config.patience
+        if checkpoint_dir is not None:
+            save_checkpoint(
+                checkpoint_dir,
+                {
+                    "config": asdict(config),
+                    "epoch": epoch + 1,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "rng_cpu": torch.get_rng_state(),
+                    "rng_data": data_gen.get_state(),
+                    "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                    "history": result.history,
+                    "best_val": best_val,
+                    "bad_epochs": bad_epochs,
+                    "best_epoch": result.best_epoch,
+                    "best_model": best_state,
+                },
+                epoch + 1,
+            )
+        if on_epoch is not None:
+            on_epoch(result.history)
+        if stop:
+            result.stopped_early = True
+            break
+    bar.close()
+    if best_state is not None and config.patience is not None:
+        model.load_state_dict(best_state)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _online_soft_targets(
+    members: list[nn.Module], x: Tensor, config: TrainConfig, device: torch.device
+) -> Tensor:
+    with torch.inference_mode(), _autocast(device, config.bf16):
+        logits = [member(x).float() for member in members]
+        log_probs = log_soft_targets(logits[0] if len(logits) == 1 else logits, config.temperature)
+    return log_probs.clone()  # an inference tensor cannot be saved for backward
+
+
+def _check_models(
+    model: nn.Module, members: list[nn.Module], train: Split, device: torch.device
+) -> int:
+    """Run one example through every model: shapes and class counts must agree."""
+    probe = train.images[:1].to(device)
+    with torch.inference_mode():
+        outputs = []
+        for role, net in [("model", model)] + [("teacher", m) for m in members]:
+            was_training = net.training
+            net.to(device).eval()
+            try:
+                out = net(probe)
+            except RuntimeError as exc:
+                first_line = str(exc).splitlines()[0]
+                raise KDistillError(
+                    f"the {role} cannot take inputs of shape {tuple(train.images.shape[1:])}: "
+                    f"{first_line}"
+                ) from None
+            net.train(was_training)
+            if out.dim() != 2:
+                raise KDistillError(
+                    f"the {role} must return logits of shape (batch, classes), "
+                    f"got {tuple(out.shape)}"
+                )
+            outputs.append(out.shape[1])
+    student_classes = outputs[0]
+    for teacher_classes in outputs[1:]:
+        if teacher_classes != student_classes:
+            raise KDistillError(
+                f"teacher has {teacher_classes} classes but student has {student_classes}: "
+                "both must predict the same classes"
+            )
+    return student_classes
+
+
+def _check_finite(losses: Tensor, epoch: int, steps_per_epoch: int) -> None:
+    bad = ~torch.isfinite(losses)
+    if bool(bad.any()):
+        step = int(bad.nonzero()[0])
+        raise KDistillError(
+            f"loss became non-finite at epoch {epoch + 1}, step {step + 1} "
+            f"(global step {epoch * steps_per_epoch + step + 1}); lower the learning rate "
+            "or check the inputs for NaN/inf"
+        )
+
+
+def _make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(
+        params,
+        lr=config.lr,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+        nesterov=config.momentum > 0,
+    )
+
+
+def _make_scheduler(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    if config.schedule == "cosine":
+        factor = lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))  # noqa: E731
+    elif config.schedule == "linear":
+        factor = lambda step: max(0.0, 1 - step / total_steps)  # noqa: E731
+    else:
+        factor = lambda step: 1.0  # noqa: E731
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _autocast(device: torch.device, enabled: bool) -> torch.autocast:
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
