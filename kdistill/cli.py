@@ -214,12 +214,18 @@ def _cmd_evaluate(args: argparse.Namespace, argv: list[str]) -> int:
     shift_output_bias_(model, shifts)
     dataset = cached_dataset(config["dataset"], args.data_dir or config["data_dir"], args.download)
     scored = evaluate(model, dataset.test)
-    print(format_table([{
-        "run": args.run,
-        "bias_shift": ", ".join(f"{c}{v:+g}" for c, v in shifts.items()) or "none",
-        "test_errors": scored["errors"],
-        "accuracy": round(scored["accuracy"], 4),
-    }]))
+    print(
+        format_table(
+            [
+                {
+                    "run": args.run,
+                    "bias_shift": ", ".join(f"{c}{v:+g}" for c, v in shifts.items()) or "none",
+                    "test_errors": scored["errors"],
+                    "accuracy": round(scored["accuracy"], 4),
+                }
+            ]
+        )
+    )
     per_class = [
         {"class": name, "errors": e, "examples": n}
         for name, e, n in zip(

@@ -138,9 +138,7 @@ class Split:
 
     def __post_init__(self) -> None:
         if self.images.shape[0] != self.labels.shape[0]:
-            raise KDistillError(
-                f"{self.images.shape[0]} images but {self.labels.shape[0]} labels"
-            )
+            raise KDistillError(f"{self.images.shape[0]} images but {self.labels.shape[0]} labels")
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -277,9 +275,7 @@ def download_idx_dataset(
             atomic_write(target, payload)
             break
         else:
-            raise KDistillError(
-                f"could not download {file.name} for {name}: " + "; ".join(errors)
-            )
+            raise KDistillError(f"could not download {file.name} for {name}: " + "; ".join(errors))
     return folder
 
 
@@ -297,9 +293,7 @@ def read_idx_bytes_checked(payload: bytes, sha256: str, source: str) -> np.ndarr
 # --------------------------------------------------------------------------- datasets
 
 
-def load_dataset(
-    name: str, data_dir: str | Path | None = None, download: bool = False
-) -> Dataset:
+def load_dataset(name: str, data_dir: str | Path | None = None, download: bool = False) -> Dataset:
     """Load a dataset by name into memory.
 
     Args:

@@ -180,9 +180,7 @@ def check_logits(
         if labels is None:
             raise KDistillError("labels are needed when alpha < 1 (the hard-label term)")
         if labels.shape != (batch,):
-            raise KDistillError(
-                f"labels must have shape ({batch},), got {tuple(labels.shape)}"
-            )
+            raise KDistillError(f"labels must have shape ({batch},), got {tuple(labels.shape)}")
 
 
 def check_labels(labels: Tensor, num_classes: int) -> None:

@@ -161,7 +161,9 @@ def model_cost(model: nn.Module, input_shape: tuple[int, ...], device: torch.dev
     }
 
 
-def load_run_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+def load_run_model(
+    folder: str | Path, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict]:
     """The trained model of a run folder (in eval mode) and the run's config."""
     folder = Path(folder)
     config_path, weights = folder / "config.json", folder / "model.safetensors"

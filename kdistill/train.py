@@ -84,7 +84,9 @@ class TrainConfig:
         if not 0 <= self.val_fraction < 1:
             raise KDistillError(f"validation fraction must be in [0, 1), got {self.val_fraction}")
         if self.patience is not None and self.val_fraction == 0:
-            raise KDistillError("early stopping (patience) needs a validation split: set val_fraction")
+            raise KDistillError(
+                "early stopping (patience) needs a validation split: set val_fraction"
+            )
         check_temperature(self.temperature)
         check_alpha(self.alpha)
 
@@ -321,7 +323,9 @@ def fit(
             scored = evaluate(model, test, config.eval_batch_size, config.bf16)
             row["test_errors"], row["test_loss"] = scored["errors"], scored["loss"]
         result.history.append(row)
-        bar.set_postfix({k: row[k] for k in ("train_loss", "val_errors", "test_errors") if k in row})
+        bar.set_postfix(
+            {k: row[k] for k in ("train_loss", "val_errors", "test_errors") if k in row}
+        )
 
         stop = False
         if val is not None:

@@ -6,9 +6,9 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 
 from kdistill.data import Split
+from tests.helpers import make_split
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("KDISTILL_DATA", REPO.parent / "shared" / "data"))
@@ -18,17 +18,10 @@ SHARED_DATA = Path(os.environ.get("KDISTILL_DATA", REPO.parent / "shared" / "dat
 def shared_data() -> Path:
     """The folder with the real mnist/ and fashion-mnist/ files (skips where it is absent)."""
     if not (SHARED_DATA / "mnist").is_dir():
+        if os.environ.get("CI"):  # CI always has ../shared: a missing copy is a failure there
+            pytest.fail(f"real MNIST not found in {SHARED_DATA}")
         pytest.skip(f"real MNIST not found in {SHARED_DATA}")
     return SHARED_DATA
-
-
-def make_split(n: int = 256, classes: int = 4, shape=(1, 6, 6), seed: int = 0) -> Split:
-    """A small learnable split: each class has its own mean image plus noise."""
-    g = torch.Generator().manual_seed(seed)
-    means = torch.rand(classes, *shape, generator=g)
-    labels = torch.arange(n) % classes
-    images = (means[labels] + 0.15 * torch.randn(n, *shape, generator=g)).clamp(0, 1)
-    return Split(images, labels)
 
 
 @pytest.fixture
