@@ -135,7 +135,9 @@ def _int_list(text: str) -> list[int]:
     try:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated class numbers, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated class numbers, got {text!r}"
+        ) from None
 
 
 def _default_out(command: str) -> str:
@@ -229,7 +231,10 @@ def _cmd_evaluate(args: argparse.Namespace, argv: list[str]) -> int:
     per_class = [
         {"class": name, "errors": e, "examples": n}
         for name, e, n in zip(
-            dataset.class_names, scored["per_class_errors"], scored["per_class_examples"]
+            dataset.class_names,
+            scored["per_class_errors"],
+            scored["per_class_examples"],
+            strict=True,
         )
     ]
     print(format_table(per_class))
@@ -243,7 +248,9 @@ def _parse_shifts(items: list[str]) -> dict[int, float]:
         try:
             shifts[int(cls)] = shifts.get(int(cls), 0.0) + float(value)
         except ValueError:
-            raise KDistillError(f"--bias-shift takes CLASS=VALUE, e.g. 3=3.5; got {item!r}")
+            raise KDistillError(
+                f"--bias-shift takes CLASS=VALUE, e.g. 3=3.5; got {item!r}"
+            ) from None
         if not eq:
             raise KDistillError(f"--bias-shift takes CLASS=VALUE, e.g. 3=3.5; got {item!r}")
     return shifts

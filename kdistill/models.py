@@ -137,7 +137,9 @@ def _import_model(spec: str, module_name: str, attr: str, options: dict[str, str
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise KDistillError(f"cannot import module {module_name!r} for model {spec!r}: {exc}")
+        raise KDistillError(
+            f"cannot import module {module_name!r} for model {spec!r}: {exc}"
+        ) from None
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise KDistillError(f"module {module_name!r} has no function {attr!r} (model {spec!r})")
@@ -160,7 +162,9 @@ def _widths(spec: str, arch: str) -> list[int]:
     try:
         widths = [int(part) for part in arch.lower().split("x")]
     except ValueError:
-        raise KDistillError(f"bad layer widths {arch!r} in model spec {spec!r}: e.g. 800x800")
+        raise KDistillError(
+            f"bad layer widths {arch!r} in model spec {spec!r}: e.g. 800x800"
+        ) from None
     if any(w < 1 for w in widths):
         raise KDistillError(f"layer widths must be >= 1 in model spec {spec!r}")
     return widths
@@ -179,7 +183,7 @@ def _float_option(spec: str, options: dict[str, str], key: str) -> float:
     try:
         value = float(options.get(key, 0.0))
     except ValueError:
-        raise KDistillError(f"option {key} must be a number in model spec {spec!r}")
+        raise KDistillError(f"option {key} must be a number in model spec {spec!r}") from None
     if not 0 <= value < 1:
         raise KDistillError(f"{key} must be in [0, 1) in model spec {spec!r}, got {value}")
     return value

@@ -1,8 +1,8 @@
 """The one training loop: a model on hard labels, or a student distilled from a teacher.
 
 ``fit`` trains any ``nn.Module`` on an in-memory :class:`~kdistill.data.Split`. Given a teacher
-(one model or a list of models, an ensemble) it minimises :func:`~kdistill.losses.distillation_loss`;
-without one, plain cross-entropy. When the transfer set is not augmented the teacher's logits are
+(one model or a list of models, an ensemble) it minimises the distillation loss; without one,
+plain cross-entropy. When the transfer set is not augmented the teacher's logits are
 computed once and reused every epoch, which gives the same loss as running the teacher online.
 With a checkpoint folder it saves every epoch and can resume bit for bit.
 """
