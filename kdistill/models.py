@@ -137,6 +137,11 @@ def _import_model(spec: str, module_name: str, attr: str, options: dict[str, str
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
+        if "." not in module_name:
+            raise KDistillError(
+                f"unknown model kind {module_name!r} in {spec!r}: use mlp, cnn or "
+                f"package.module:function (importing {module_name!r} failed: {exc})"
+            ) from None
         raise KDistillError(
             f"cannot import module {module_name!r} for model {spec!r}: {exc}"
         ) from None

@@ -1,0 +1,89 @@
+"""Model specs, the max-norm constraint, bias shifts and cost counting."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from kdistill.models import (
+    MLP,
+    build_model,
+    count_parameters,
+    flops_per_example,
+    max_norm_,
+    shift_output_bias_,
+)
+
+PAPER_TEACHER_PARAMS = (784 * 1200 + 1200) + (1200 * 1200 + 1200) + (1200 * 10 + 10)
+
+
+def test_paper_teacher_and_student_shapes():
+    teacher = build_model("mlp:1200x1200,dropout=0.5,input_dropout=0.2", (1, 28, 28), 10)
+    student = build_model("mlp:800x800", (1, 28, 28), 10)
+    assert count_parameters(teacher) == PAPER_TEACHER_PARAMS
+    assert count_parameters(student) == 784 * 800 + 800 + 800 * 800 + 800 + 800 * 10 + 10
+    assert [m.p for m in teacher.modules() if isinstance(m, nn.Dropout)] == [0.2, 0.5, 0.5]
+    assert not any(isinstance(m, nn.Dropout) for m in student.modules())
+    assert teacher(torch.rand(3, 1, 28, 28)).shape == (3, 10)
+
+
+def test_flops_are_two_per_multiply_add():
+    model = build_model("mlp:1200x1200", (1, 28, 28), 10)
+    assert flops_per_example(model, (1, 28, 28)) == 2 * (784 * 1200 + 1200 * 1200 + 1200 * 10)
+    cnn = build_model("cnn:4", (1, 8, 8), 3)  # 5x5 conv, padding 2: 8x8 output positions
+    conv_flops = 2 * 25 * 1 * 4 * 64
+    linear_flops = 2 * (4 * 4 * 4 * 128 + 128 * 3)
+    assert flops_per_example(cnn, (1, 8, 8)) == conv_flops + linear_flops
+
+
+def test_cnn_forward():
+    model = build_model("cnn:8x16,hidden=32,dropout=0.25", (1, 28, 28), 10)
+    assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_module_function_spec():
+    model = build_model("tests.helpers:five_way_mlp", (1, 8, 8), 10)
+    assert model(torch.rand(2, 1, 8, 8)).shape == (2, 5)
+
+
+@pytest.mark.parametrize(
+    "spec,message",
+    [
+        ("mlp", "bad model spec"),
+        ("rnn:12", "unknown model kind 'rnn'"),
+        ("mlp:12xabc", "bad layer widths"),
+        ("mlp:0", "widths must be >= 1"),
+        ("mlp:12,dropout=0.5,colour=red", "unknown option"),
+        ("mlp:12,dropout=1.5", r"dropout must be in \[0, 1\)"),
+        ("no_such.module_xyz:build", "cannot import module 'no_such.module_xyz'"),
+        ("tests.helpers:missing", "has no function 'missing'"),
+        ("tests.helpers:make_split", "not an nn.Module"),
+        ("9lives:x", "unknown model kind"),
+    ],
+)
+def test_bad_specs(spec, message):
+    with pytest.raises(ValueError, match=message):
+        build_model(spec, (1, 8, 8), 10)
+
+
+def test_max_norm_caps_only_the_rows_above_the_limit():
+    torch.manual_seed(0)
+    model = MLP(4, [3], 2)
+    layer = model.net[1]
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[3.0, 4, 0, 0], [0.1, 0, 0, 0], [0, 0, 6, 8]]))
+    max_norm_(model, 2.0)
+    norms = layer.weight.norm(dim=1)
+    torch.testing.assert_close(norms, torch.tensor([2.0, 0.1, 2.0]))
+    torch.testing.assert_close(layer.weight[0], torch.tensor([1.2, 1.6, 0, 0]))
+
+
+def test_shift_output_bias():
+    model = MLP(4, [3], 5)
+    before = model.net[-1].bias.clone()
+    shift_output_bias_(model, {3: 3.5, 0: -1.0})
+    delta = model.net[-1].bias - before
+    torch.testing.assert_close(delta, torch.tensor([-1.0, 0, 0, 3.5, 0]))
+    with pytest.raises(ValueError, match="class 7 is out of range"):
+        shift_output_bias_(model, {7: 1.0})
