@@ -96,7 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_run_arguments(parser: argparse.ArgumentParser, default_model: str) -> None:
     defaults = TrainConfig()
-    parser.add_argument("--dataset", default="digits", choices=DATASET_NAMES)
+    parser.add_argument(
+        "--dataset", default="digits", help=f"one of {', '.join(DATASET_NAMES)} (default digits)"
+    )
     parser.add_argument("--data-dir", help="folder with mnist/ and fashion-mnist/ ($KDISTILL_DATA)")
     parser.add_argument("--download", action="store_true", help="fetch missing data files")
     parser.add_argument(

@@ -16,8 +16,8 @@ from kdistill.runs import RunSpec, cached_dataset, execute, is_complete, load_ru
 from kdistill.train import TrainConfig, predict_logits
 
 TEACHER = "cnn:16x32,dropout=0.5"
-STUDENT = "mlp:32"
-TEMPERATURE = 4.0
+STUDENT = "mlp:64"
+TEMPERATURE = 8.0
 # The same optimiser for every run, so the only difference between the students is the loss.
 SETTINGS = TrainConfig(epochs=40, batch_size=128, lr=0.05, schedule="cosine")
 

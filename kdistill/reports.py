@@ -61,7 +61,7 @@ def plot_curves(histories: Mapping[str, Sequence[Mapping]], path: str | Path) ->
         if history and history[0].get("test_errors") is not None:
             ax_err.plot(epochs, [row["test_errors"] for row in history], marker=".", label=label)
         ax_loss.plot(epochs, [row["train_loss"] for row in history], marker=".", label=label)
-    ax_err.set(xlabel="epoch", ylabel="test errors", title="Test errors")
+    ax_err.set(xlabel="epoch", ylabel="test errors", title="Test errors", yscale="log")
     ax_loss.set(xlabel="epoch", ylabel="training loss", title="Training loss", yscale="log")
     for ax in (ax_err, ax_loss):
         ax.grid(alpha=0.3)
@@ -90,12 +90,12 @@ def plot_soft_targets(
     for row in range(k):
         offset = 0
         if images is not None:
-            axes[row][0].imshow(images[row, 0].cpu(), cmap="gray_r")
+            axes[row][0].imshow(images[row, 0].cpu().numpy(), cmap="gray_r")
             axes[row][0].set_axis_off()
             offset = 1
         for col, temperature in enumerate(temperatures):
             ax = axes[row][col + offset]
-            probs = soft_targets(logits[row].float(), temperature).cpu()
+            probs = soft_targets(logits[row].float(), temperature).cpu().numpy()
             ax.bar(range(c), probs, color="tab:blue")
             ax.set_ylim(0, 1)
             ax.set_xticks(range(c), names, fontsize=7)

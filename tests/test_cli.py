@@ -1,0 +1,145 @@
+"""The command line end to end: run folders, evaluate with bias shifts, one-line errors, demo."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from safetensors.torch import load_file
+
+from kdistill.cli import main
+from kdistill.data import load_dataset
+from kdistill.runs import load_run_model
+from kdistill.train import evaluate
+
+FAST = ["--epochs", "2", "--no-progress", "--batch-size", "64"]
+
+
+@pytest.fixture(scope="module")
+def teacher_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "teacher"
+    assert main(["train", "--model", "mlp:64", "--out", str(out), "--lr", "0.05", *FAST]) == 0
+    return out
+
+
+def test_train_writes_a_traceable_run_folder(teacher_run):
+    names = {p.name for p in teacher_run.iterdir()}
+    assert {"config.json", "meta.json", "history.csv", "metrics.json", "model.safetensors"} <= names
+    assert not any(name.endswith(".tmp") for name in names)
+    config = json.loads((teacher_run / "config.json").read_text())
+    assert config["model"] == "mlp:64" and config["train"]["epochs"] == 2
+    assert config["train"]["seed"] == 0 and config["dataset"] == "digits"
+    meta = json.loads((teacher_run / "meta.json").read_text())
+    assert {"seed", "torch", "python", "git_commit", "argv", "kdistill"} <= set(meta)
+    rows = list(csv.DictReader(open(teacher_run / "history.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    metrics = json.loads((teacher_run / "metrics.json").read_text())
+    assert metrics["test"]["examples"] == 500
+    assert len(metrics["test"]["confusion"]) == 10
+    assert {"parameters", "flops_per_example", "inference_examples_per_s"} <= set(
+        metrics["cost"]["model"]
+    )
+    # The saved weights are the model that was scored.
+    model, _ = load_run_model(teacher_run)
+    assert set(load_file(teacher_run / "model.safetensors")) == set(model.state_dict())
+    assert evaluate(model, load_dataset("digits").test)["errors"] == metrics["test"]["errors"]
+
+
+def test_distill_and_evaluate_with_bias_shift(teacher_run, tmp_path, capsys):
+    out = tmp_path / "student"
+    args = ["distill", "--teacher", str(teacher_run), "--model", "mlp:16", "--out", str(out)]
+    assert main([*args, "-T", "4", "--alpha", "0.5", "--drop-classes", "3", *FAST]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    digits = load_dataset("digits")
+    assert metrics["transfer_set_size"] == int((digits.train.labels != 3).sum())
+    assert "teacher" in metrics["cost"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["kind"] == "distill" and config["drop_classes"] == [3]
+    assert config["train"]["temperature"] == 4.0 and config["train"]["alpha"] == 0.5
+    capsys.readouterr()
+
+    assert main(["evaluate", str(out)]) == 0
+    plain = capsys.readouterr().out
+    assert main(["evaluate", str(out), "--bias-shift", "3=50"]) == 0
+    shifted = capsys.readouterr().out
+    assert "3+50" in shifted and "none" in plain
+    # A huge bias on class 3 makes the model predict 3 for everything: every non-3 is wrong.
+    errors_row = next(line for line in shifted.splitlines() if "3+50" in line)
+    non_threes = int((digits.test.labels != 3).sum())
+    assert int(errors_row.split("|")[3]) == non_threes
+
+
+def test_ensemble_distillation_from_two_teacher_runs(teacher_run, tmp_path):
+    second = tmp_path / "teacher2"
+    assert main(["train", "--model", "mlp:32", "--seed", "1", "--out", str(second), *FAST]) == 0
+    out = tmp_path / "student"
+    args = ["distill", "--teacher", str(teacher_run), "--teacher", str(second)]
+    assert main([*args, "--model", "mlp:16", "--out", str(out), *FAST]) == 0
+    assert len(json.loads((out / "metrics.json").read_text())["cost"]["teacher"]) == 2
+
+
+def _one_line_error(capsys, argv, message):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("kdistill: error: ")
+    assert message in err[0], err[0]
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["-T", "0"], "temperature must be a finite number > 0"),
+        (["-T", "-2"], "temperature must be a finite number > 0"),
+        (["--alpha", "1.5"], "alpha (the weight of the soft-target term) must be in [0, 1]"),
+        (["--model", "tests.helpers:five_way_mlp"], "teacher has 10 classes but student has 5"),
+        (["--model", "rnn:12"], "unknown model kind 'rnn'"),
+        (["--fraction", "0"], "--fraction must be in (0, 1]"),
+        (["--keep-classes", "11"], "the transfer set is empty"),
+    ],
+)
+def test_distill_errors_are_one_line(teacher_run, tmp_path, capsys, extra, message):
+    argv = ["distill", "--teacher", str(teacher_run), "--out", str(tmp_path / "s"), *FAST]
+    _one_line_error(capsys, [*argv, "--model", "mlp:16", *extra], message)
+
+
+def test_more_one_line_errors(tmp_path, capsys):
+    out = str(tmp_path / "x")
+    _one_line_error(
+        capsys,
+        ["distill", "--teacher", str(tmp_path / "nope"), "--out", out],
+        "does not exist or has not finished",
+    )
+    _one_line_error(
+        capsys, ["train", "--dataset", "cifar", "--out", out], "unknown dataset 'cifar'"
+    )
+    _one_line_error(
+        capsys,
+        ["train", "--dataset", "mnist", "--data-dir", str(tmp_path), "--out", out],
+        "missing data file",
+    )
+    _one_line_error(
+        capsys,
+        ["train", "--model", "mlp:8", "--lr", "1e30", "--out", out, *FAST],
+        "loss became non-finite at epoch 1, step",
+    )
+    _one_line_error(
+        capsys,
+        ["train", "--resume", "--out", str(tmp_path / "fresh"), *FAST],
+        "no checkpoint to resume from",
+    )
+    _one_line_error(capsys, ["evaluate", str(tmp_path / "nope")], "is not a finished kdistill run")
+
+
+def test_demo_distilled_student_beats_student_alone(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--no-progress"]) == 0
+    table = capsys.readouterr().out
+    errors = {}
+    for label in ("teacher", "student alone", "student distilled"):
+        row = next(line for line in table.splitlines() if line.startswith(f"| {label}"))
+        errors[label] = int(row.split("|")[3])
+    assert errors["student distilled"] < errors["student alone"]
+    assert errors["teacher"] < errors["student alone"]
+    for png in ("curves.png", "soft_targets.png"):
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
