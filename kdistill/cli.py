@@ -7,6 +7,7 @@ on stderr (``kdistill: error: ...``) and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Sequence
@@ -189,7 +190,12 @@ def _execute(spec, args: argparse.Namespace, command: str, argv: list[str]) -> i
         download=args.download,
         argv=["kdistill", *argv],
     )
-    rows = [_cost_row("model", spec.model, metrics["test"], metrics["cost"]["model"])]
+    role = "student" if spec.teachers else "model"
+    rows = [_cost_row(role, spec.model, metrics["test"], metrics["cost"]["model"])]
+    for folder, cost in zip(spec.teachers, metrics["cost"].get("teacher", []), strict=True):
+        teacher = json.loads(Path(folder, "config.json").read_text())
+        scored = json.loads(Path(folder, "metrics.json").read_text())["test"]
+        rows.append(_cost_row("teacher", teacher["model"], scored, cost))
     print(format_table(rows))
     print(f"run written to {out}")
     return 0

@@ -233,8 +233,8 @@ def shift_output_bias_(model: nn.Module, shifts: dict[int, float]) -> None:
 
 
 def count_parameters(model: nn.Module) -> int:
-    """The number of trainable parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    """The number of parameters (frozen ones too: a teacher's cost counts all of them)."""
+    return sum(p.numel() for p in model.parameters())
 
 
 def flops_per_example(model: nn.Module, input_shape: Sequence[int]) -> int:

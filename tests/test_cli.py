@@ -53,7 +53,7 @@ def test_distill_and_evaluate_with_bias_shift(teacher_run, tmp_path, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     digits = load_dataset("digits")
     assert metrics["transfer_set_size"] == int((digits.train.labels != 3).sum())
-    assert "teacher" in metrics["cost"]
+    assert metrics["cost"]["teacher"][0]["parameters"] == 64 * 64 + 64 + 64 * 10 + 10
     config = json.loads((out / "config.json").read_text())
     assert config["kind"] == "distill" and config["drop_classes"] == [3]
     assert config["train"]["temperature"] == 4.0 and config["train"]["alpha"] == 0.5
