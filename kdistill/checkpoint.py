@@ -71,6 +71,8 @@ def save_checkpoint(folder: str | Path, state: dict[str, Any], epoch: int) -> Pa
     for old in folder.glob("checkpoint-epoch*.pt"):
         if old.name != name:
             old.unlink(missing_ok=True)
+    for partial in folder.glob(".checkpoint-epoch*.tmp"):  # left by a kill during a write
+        partial.unlink(missing_ok=True)
     return folder / name
 
 

@@ -181,6 +181,8 @@ def _execute(spec, args: argparse.Namespace, command: str, argv: list[str]) -> i
     from kdistill.reports import format_table
     from kdistill.runs import execute
 
+    if args.resume and not args.out:
+        raise KDistillError("--resume needs the --out folder of the run to continue")
     out = Path(args.out or _default_out(command))
     metrics = execute(
         spec,
