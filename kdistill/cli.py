@@ -1,4 +1,4 @@
-"""The ``kdistill`` command line: train, distill, evaluate and the demo.
+"""The ``kdistill`` command line: train, distill, sweep, evaluate, plot and the demo.
 
 Every command validates its input at this boundary; a bad value ends the command with one line
 on stderr (``kdistill: error: ...``) and exit status 2, never a traceback.
@@ -52,8 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         required=True,
         metavar="RUN",
-        help="teacher run folder; repeat for an ensemble (mean of probabilities)",
+        help="teacher run folder, or a state_dict .pt file with --teacher-model; repeat for an "
+        "ensemble (mean of probabilities)",
     )
+    _add_teacher_model_argument(distill)
     distill.add_argument("--temperature", "-T", type=float, default=20.0, help="T (default 20)")
     distill.add_argument(
         "--alpha",
@@ -71,6 +73,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--fraction", type=float, default=1.0, help="stratified fraction of the training set"
     )
     distill.set_defaults(handler=_cmd_distill)
+
+    sweep = commands.add_parser(
+        "sweep", help="distill a student for every temperature and alpha of a grid (resumable)"
+    )
+    _add_run_arguments(sweep, default_model="mlp:800x800", resume=False)
+    sweep.add_argument(
+        "--teacher", action="append", required=True, metavar="RUN",
+        help="teacher run folder or state_dict .pt file (repeat for an ensemble)",
+    )  # fmt: skip
+    _add_teacher_model_argument(sweep)
+    sweep.add_argument(
+        "--temperature", "-T", default="1,2,4,8,20", help="temperatures (default 1,2,4,8,20)"
+    )
+    sweep.add_argument("--alpha", default="0.1,0.5,0.9", help="alphas (default 0.1,0.5,0.9)")
+    sweep.add_argument("--seeds", type=int, default=1, help="seeds per cell (default 1)")
+    sweep.set_defaults(handler=_cmd_sweep)
+
+    plot = commands.add_parser("plot", help="test-error and loss curves of runs in one PNG")
+    plot.add_argument("runs", nargs="+", metavar="RUN", help="run folders")
+    plot.add_argument("--out", default="curves.png", help="PNG to write (default curves.png)")
+    plot.set_defaults(handler=_cmd_plot)
 
     evaluate = commands.add_parser("evaluate", help="score a finished run on its test set")
     evaluate.add_argument("run", metavar="RUN", help="run folder")
@@ -95,7 +118,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_run_arguments(parser: argparse.ArgumentParser, default_model: str) -> None:
+def _add_teacher_model_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--teacher-model",
+        metavar="SPEC",
+        help="architecture of state_dict teacher files, e.g. cnn:32x64 or mymodels:my_cnn",
+    )
+
+
+def _add_run_arguments(
+    parser: argparse.ArgumentParser, default_model: str, resume: bool = True
+) -> None:
     defaults = TrainConfig()
     parser.add_argument(
         "--dataset", default="digits", help=f"one of {', '.join(DATASET_NAMES)} (default digits)"
@@ -108,7 +141,8 @@ def _add_run_arguments(parser: argparse.ArgumentParser, default_model: str) -> N
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--out", help="run folder (default runs/<command>-<time>)")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+    if resume:
+        parser.add_argument("--resume", action="store_true", help="continue the run in --out")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--optimizer", default=defaults.optimizer, choices=["sgd", "adam"])
     parser.add_argument("--lr", type=float, default=defaults.lr)
@@ -124,6 +158,9 @@ def _add_run_arguments(parser: argparse.ArgumentParser, default_model: str) -> N
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (fp32 weights)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--tensorboard", action="store_true", help="also log to OUT/tensorboard (needs tensorboard)"
+    )
 
 
 def _train_config(args: argparse.Namespace) -> TrainConfig:
@@ -168,13 +205,82 @@ def _cmd_distill(args: argparse.Namespace, argv: list[str]) -> int:
         drop_classes=args.drop_classes,
         keep_classes=args.keep_classes,
         train_fraction=args.fraction,
+        teacher_model=args.teacher_model,
     )
     if not 0 < spec.train_fraction <= 1:
         raise KDistillError(f"--fraction must be in (0, 1], got {spec.train_fraction}")
     for teacher in spec.teachers:
-        if not Path(teacher, "model.safetensors").is_file():
-            raise KDistillError(f"teacher run {teacher} does not exist or has not finished")
+        _check_teacher(teacher)
     return _execute(spec, args, "distill", argv)
+
+
+def _check_teacher(teacher: str) -> None:
+    path = Path(teacher)
+    if path.is_file():
+        return  # a state_dict file: loaded (and checked) with --teacher-model
+    if not (path / "model.safetensors").is_file():
+        raise KDistillError(f"teacher run {teacher} does not exist or has not finished")
+
+
+def _float_grid(text: str, option: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise KDistillError(f"{option} takes comma-separated numbers, e.g. 1,4,20; got {text!r}")
+
+
+def _cmd_sweep(args: argparse.Namespace, argv: list[str]) -> int:
+    from kdistill.reports import format_table
+    from kdistill.runs import RunSpec
+    from kdistill.sweep import Sweep, run_sweep, summarize
+
+    for teacher in args.teacher:
+        _check_teacher(teacher)
+    settings = {k: v for k, v in vars(args).items() if k not in ("temperature", "alpha")}
+    sweep = Sweep(
+        base=RunSpec(
+            model=args.model,
+            dataset=args.dataset,
+            data_dir=args.data_dir,
+            teachers=args.teacher,
+            train=_train_config(argparse.Namespace(**settings)),
+            teacher_model=args.teacher_model,
+        ),
+        temperatures=_float_grid(args.temperature, "--temperature"),
+        alphas=_float_grid(args.alpha, "--alpha"),
+        seeds=args.seeds,
+    )
+    sweep.validate()
+    out = Path(args.out or _default_out("sweep"))
+    rows = run_sweep(
+        sweep,
+        out,
+        progress=not args.no_progress,
+        download=args.download,
+        argv=["kdistill", *argv],
+        tensorboard=args.tensorboard,
+    )
+    print(format_table(summarize(rows)))
+    print(f"sweep written to {out} (sweep.csv, heatmap.png); re-run to continue it")
+    return 0
+
+
+def _cmd_plot(args: argparse.Namespace, argv: list[str]) -> int:
+    from kdistill.reports import plot_curves
+    from kdistill.runs import read_history
+
+    histories = {}
+    for run in args.runs:
+        path = Path(run, "history.csv")
+        if not path.is_file():
+            raise KDistillError(f"{run} is not a run folder (no history.csv)")
+        label = Path(run).resolve().name
+        while label in histories:
+            label += "'"
+        histories[label] = read_history(path)
+    out = plot_curves(histories, args.out)
+    print(f"curves of {len(histories)} run(s) written to {out}")
+    return 0
 
 
 def _execute(spec, args: argparse.Namespace, command: str, argv: list[str]) -> int:
@@ -191,10 +297,14 @@ def _execute(spec, args: argparse.Namespace, command: str, argv: list[str]) -> i
         progress=not args.no_progress,
         download=args.download,
         argv=["kdistill", *argv],
+        tensorboard=args.tensorboard,
     )
     role = "student" if spec.teachers else "model"
     rows = [_cost_row(role, spec.model, metrics["test"], metrics["cost"]["model"])]
     for folder, cost in zip(spec.teachers, metrics["cost"].get("teacher", []), strict=True):
+        if Path(folder).is_file():  # a state_dict file: no run folder to read its test score
+            rows.append(_cost_row("teacher", spec.teacher_model, None, cost))
+            continue
         teacher = json.loads(Path(folder, "config.json").read_text())
         scored = json.loads(Path(folder, "metrics.json").read_text())["test"]
         rows.append(_cost_row("teacher", teacher["model"], scored, cost))

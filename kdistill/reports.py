@@ -103,3 +103,36 @@ def plot_soft_targets(
                 ax.set_title(f"T = {temperature:g}")
     fig.suptitle("Teacher soft targets: a higher T spreads probability over the wrong classes")
     return save_figure(fig, path)
+
+
+def plot_heatmap(
+    values: Sequence[Sequence[float]],
+    row_labels: Sequence[str],
+    column_labels: Sequence[str],
+    path: str | Path,
+    *,
+    xlabel: str = "",
+    ylabel: str = "",
+    title: str = "",
+) -> Path:
+    """A grid of numbers as an annotated heat map; the lowest cell is boxed and starred."""
+    grid = torch.tensor(values, dtype=torch.float64)
+    fig, ax = plt.subplots(figsize=(1.3 * len(column_labels) + 2.5, 0.7 * len(row_labels) + 1.8))
+    image = ax.imshow(grid.numpy(), cmap="viridis_r", aspect="auto")
+    fig.colorbar(image, ax=ax)
+    finite = torch.where(grid.isnan(), torch.inf, grid)
+    best = divmod(int(finite.argmin()), grid.shape[1])
+    low, high = float(finite.min()), float(torch.where(grid.isnan(), -torch.inf, grid).max())
+    for i in range(grid.shape[0]):
+        for j in range(grid.shape[1]):
+            star = " *" if (i, j) == best else ""
+            light = high == low or (float(grid[i, j]) - low) / (high - low) < 0.5  # yellow end
+            color = "black" if light else "white"
+            ax.text(j, i, f"{grid[i, j]:.4g}{star}", ha="center", va="center", color=color)
+    ax.add_patch(
+        plt.Rectangle((best[1] - 0.5, best[0] - 0.5), 1, 1, fill=False, edgecolor="red", lw=3)
+    )
+    ax.set_xticks(range(len(column_labels)), column_labels)
+    ax.set_yticks(range(len(row_labels)), row_labels)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    return save_figure(fig, path)

@@ -38,8 +38,10 @@ from kdistill.train import TrainConfig, evaluate, fit, resolve_device
 class RunSpec:
     """One training or distillation run, as data.
 
-    ``teachers`` are run folders; with more than one they form an ensemble. The transfer-set
-    fields select the training examples the student sees (paper, section 3).
+    ``teachers`` are run folders, or plain PyTorch ``state_dict`` files (``.pt``/``.pth``,
+    or ``.safetensors``) of the model ``teacher_model``; with more than one they form an
+    ensemble. The transfer-set fields select the training examples the student sees (paper,
+    section 3).
     """
 
     model: str
@@ -50,6 +52,7 @@ class RunSpec:
     drop_classes: list[int] = field(default_factory=list)
     keep_classes: list[int] = field(default_factory=list)
     train_fraction: float = 1.0
+    teacher_model: str | None = None  # the model spec of state_dict teacher files
 
     @classmethod
     def from_dict(cls, data: dict) -> RunSpec:
@@ -72,10 +75,14 @@ def execute(
     progress: bool = True,
     download: bool = False,
     argv: list[str] | None = None,
+    teacher_logits: torch.Tensor | None = None,
+    tensorboard: bool = False,
 ) -> dict:
     """Run ``spec`` into the folder ``out`` and return its metrics.
 
     Checkpoints every epoch into ``out``; ``resume=True`` continues a killed run.
+    ``teacher_logits`` (of the transfer set) spares recomputing them, e.g. across a sweep;
+    ``tensorboard`` also logs every epoch to ``out/tensorboard``.
     """
     out = Path(out)
     spec.train.validate()
@@ -83,7 +90,10 @@ def execute(
     transfer_set = transfer_split(dataset.train, spec)
     if len(transfer_set) == 0:
         raise KDistillError("the transfer set is empty: check drop/keep classes and fraction")
-    teachers = [load_run_model(path)[0] for path in spec.teachers]
+    teachers = [
+        load_teacher(path, spec.teacher_model, dataset.input_shape, dataset.num_classes)
+        for path in spec.teachers
+    ]
 
     torch.manual_seed(spec.train.seed)  # the student's initial weights
     model = build_model(spec.model, dataset.input_shape, dataset.num_classes)
@@ -102,17 +112,31 @@ def execute(
             )
     atomic_write_json(out / "meta.json", environment(spec.train.seed, argv))
 
+    log_board = None
+    if tensorboard:
+        from kdistill.tblog import TensorBoardLog
+
+        log_board = TensorBoardLog(out / "tensorboard")
+
+    def on_epoch(history: list[dict]) -> None:
+        write_history(out / "history.csv", history)
+        if log_board is not None:
+            log_board(history)
+
     result = fit(
         model,
         transfer_set,
         spec.train,
         teacher=teachers[0] if len(teachers) == 1 else (teachers or None),
+        teacher_logits=teacher_logits,
         test=dataset.test,
         checkpoint_dir=out,
         resume=resume,
         progress=progress,
-        on_epoch=lambda history: write_history(out / "history.csv", history),
+        on_epoch=on_epoch,
     )
+    if log_board is not None:
+        log_board.close()
     write_history(out / "history.csv", result.history)
     save_safetensors(out / "model.safetensors", model.state_dict())
 
@@ -179,6 +203,62 @@ def load_run_model(
         raise KDistillError(f"corrupt weights file {weights}: {exc}") from None
     model.load_state_dict(state)
     return model.to(device).eval(), config
+
+
+def load_teacher(
+    path: str | Path,
+    model_spec: str | None,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    device: str | torch.device = "cpu",
+) -> nn.Module:
+    """A teacher from a run folder, or from a plain ``state_dict`` file of ``model_spec``.
+
+    ``.pt``/``.pth`` files are read with ``torch.load(weights_only=True)``: they may hold
+    tensors, never pickled code.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return load_run_model(path, device)[0]
+    if not path.is_file():
+        raise KDistillError(f"teacher {path} does not exist (expected a run folder or a .pt file)")
+    if not model_spec:
+        raise KDistillError(
+            f"teacher {path} is a weights file: name its architecture with --teacher-model SPEC"
+        )
+    model = build_model(model_spec, input_shape, num_classes)
+    load_state_dict_file(model, path)
+    return model.to(device).eval()
+
+
+def load_state_dict_file(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load a ``state_dict`` saved by ``torch.save`` (or as safetensors) into ``model``."""
+    path = Path(path)
+    try:
+        if path.suffix == ".safetensors":
+            state = load_file(path)
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling refusals, damaged archives, safetensors errors
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise KDistillError(
+            f"cannot load weights from {path} (only plain state_dicts load): {first_line}"
+        ) from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]  # the common {"state_dict": ...} wrapper
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise KDistillError(f"{path} does not hold a state_dict (a dict of tensors)")
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    resized = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or resized:
+        raise KDistillError(
+            f"the weights in {path} do not fit the model: missing {missing[:3]}, unexpected "
+            f"{unexpected[:3]}, other shapes {resized[:3]}; check --teacher-model"
+        )
+    model.load_state_dict(state)
+    return model
 
 
 def write_history(path: str | Path, rows: list[dict]) -> None:

@@ -1,0 +1,254 @@
+"""Sweeps: one student distilled for every (temperature, alpha, seed) cell of a grid.
+
+A sweep is data (:class:`Sweep`: a base :class:`~kdistill.runs.RunSpec` and the grid); each cell
+is an ordinary run folder made by :func:`~kdistill.runs.execute`, so the one training loop does
+all the work. The teacher's logits depend on neither T nor alpha, so they are computed once per
+transfer set and shared by every cell. A sweep is resumable: finished cells are read back, a
+cell killed mid-run continues from its last checkpoint. It writes ``sweep.csv`` (one row per
+cell and seed) and ``heatmap.png`` (mean test errors over seeds, best cell marked).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from kdistill.checkpoint import atomic_write_json, atomic_write_text, has_checkpoint
+from kdistill.errors import KDistillError
+from kdistill.losses import check_alpha, check_temperature
+from kdistill.runs import (
+    RunSpec,
+    cached_dataset,
+    execute,
+    is_complete,
+    load_teacher,
+    transfer_split,
+)
+from kdistill.train import predict_logits, resolve_device
+
+CSV_COLUMNS = (
+    "temperature", "alpha", "seed", "test_errors", "test_examples", "test_accuracy",
+    "test_loss", "epochs_run", "train_seconds", "run",
+)  # fmt: skip
+
+
+@dataclass
+class Sweep:
+    """A grid of distillation runs: ``base`` with every T, alpha and ``seeds`` seeds.
+
+    The seeds are ``base.train.seed``, ``+1``, ... ``+ seeds - 1``.
+    """
+
+    base: RunSpec
+    temperatures: list[float] = field(default_factory=lambda: [1.0, 2.0, 4.0, 8.0, 20.0])
+    alphas: list[float] = field(default_factory=lambda: [0.1, 0.5, 0.9])
+    seeds: int = 1
+
+    def validate(self) -> None:
+        """Raise a clear error on an empty grid, a bad T or alpha, or no teacher."""
+        if not self.temperatures:
+            raise KDistillError("the temperature grid is empty: give e.g. --temperature 1,4,20")
+        if not self.alphas:
+            raise KDistillError("the alpha grid is empty: give e.g. --alpha 0.1,0.5,0.9")
+        if self.seeds < 1:
+            raise KDistillError(f"--seeds must be >= 1, got {self.seeds}")
+        for t in self.temperatures:
+            check_temperature(t)
+        for a in self.alphas:
+            check_alpha(a)
+        if len(set(self.temperatures)) != len(self.temperatures):
+            raise KDistillError(f"repeated temperature in the grid {self.temperatures}")
+        if len(set(self.alphas)) != len(self.alphas):
+            raise KDistillError(f"repeated alpha in the grid {self.alphas}")
+        if not self.base.teachers:
+            raise KDistillError("a sweep distills from a teacher: give --teacher RUN")
+        for teacher in self.base.teachers:
+            path = Path(teacher)
+            if path.is_dir() and not (path / "model.safetensors").is_file():
+                raise KDistillError(f"teacher run {teacher} has not finished (no model)")
+            if not path.exists():
+                raise KDistillError(f"teacher {teacher} does not exist")
+        self.base.train.validate()
+
+    def cells(self) -> list[tuple[str, RunSpec]]:
+        """``(folder name, run spec)`` of every cell, T-major."""
+        cells = []
+        for t in self.temperatures:
+            for a in self.alphas:
+                for i in range(self.seeds):
+                    seed = self.base.train.seed + i
+                    train = replace(
+                        self.base.train, temperature=float(t), alpha=float(a), seed=seed
+                    )
+                    cells.append((cell_name(t, a, seed), replace(self.base, train=train)))
+        return cells
+
+
+def cell_name(temperature: float, alpha: float, seed: int) -> str:
+    """The folder of one cell, e.g. ``T4-alpha0.5-seed0``."""
+    return f"T{temperature:g}-alpha{alpha:g}-seed{seed}"
+
+
+def run_sweep(
+    sweep: Sweep,
+    out: str | Path,
+    *,
+    progress: bool = True,
+    download: bool = False,
+    argv: list[str] | None = None,
+    tensorboard: bool = False,
+) -> list[dict]:
+    """Run every cell of ``sweep`` not yet done in ``out``; write sweep.csv and heatmap.png.
+
+    Returns:
+        One row per cell and seed (the rows of ``sweep.csv``).
+    """
+    sweep.validate()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "sweep.json", _jsonable(sweep))
+    base = sweep.base
+    dataset = cached_dataset(base.dataset, base.data_dir, download)
+    logits_by_seed: dict[int | None, torch.Tensor] = {}
+    rows: list[dict] = []
+    cells = sweep.cells()
+    for number, (name, spec) in enumerate(cells, start=1):
+        folder = out / name
+        if is_complete(folder):
+            _check_same_run(folder, spec)
+            metrics = json.loads((folder / "metrics.json").read_text())
+        else:
+            resume = has_checkpoint(folder)
+            print(f"[{number}/{len(cells)}] {name}" + (" (resuming)" if resume else ""), flush=True)
+            teacher_logits = None
+            if _can_share_logits(spec):
+                # The transfer set depends on the seed only when it is a random fraction.
+                key = spec.train.seed if spec.train_fraction < 1 else None
+                if key not in logits_by_seed:
+                    logits_by_seed[key] = _teacher_logits(spec, dataset)
+                teacher_logits = logits_by_seed[key]
+            metrics = execute(
+                spec,
+                folder,
+                resume=resume,
+                progress=progress,
+                download=download,
+                argv=argv,
+                teacher_logits=teacher_logits,
+                tensorboard=tensorboard,
+            )
+        rows.append(_row(name, spec, metrics))
+        write_csv(out / "sweep.csv", rows)  # a partial table survives a kill
+    plot_sweep(rows, out / "heatmap.png")
+    return rows
+
+
+def _can_share_logits(spec: RunSpec) -> bool:
+    """Shared logits equal what fit would compute itself only without jitter or a val split."""
+    train = spec.train
+    return (
+        train.jitter == 0 and train.val_fraction == 0 and train.cache_teacher_logits
+        and train.alpha > 0
+    )  # fmt: skip
+
+
+def _teacher_logits(spec: RunSpec, dataset) -> torch.Tensor:
+    device = resolve_device(spec.train.device)
+    teachers = [
+        load_teacher(path, spec.teacher_model, dataset.input_shape, dataset.num_classes, device)
+        for path in spec.teachers
+    ]
+    transfer = transfer_split(dataset.train, spec)
+    return predict_logits(
+        teachers[0] if len(teachers) == 1 else teachers,
+        transfer.images,
+        spec.train.eval_batch_size,
+        spec.train.bf16,
+    )
+
+
+def _check_same_run(folder: Path, spec: RunSpec) -> None:
+    saved = json.loads((folder / "config.json").read_text())
+    for key in ("kind", "input_shape", "num_classes"):
+        saved.pop(key, None)
+    if saved != _jsonable(spec):
+        raise KDistillError(
+            f"{folder} holds a finished run with other settings; keep the sweep's settings "
+            "to continue it, or choose a new --out"
+        )
+
+
+def _jsonable(obj) -> dict:
+    return json.loads(json.dumps(asdict(obj)))
+
+
+def _row(name: str, spec: RunSpec, metrics: dict) -> dict:
+    test = metrics["test"]
+    return {
+        "temperature": spec.train.temperature,
+        "alpha": spec.train.alpha,
+        "seed": spec.train.seed,
+        "test_errors": test["errors"],
+        "test_examples": test["examples"],
+        "test_accuracy": round(test["accuracy"], 6),
+        "test_loss": round(test["loss"], 6),
+        "epochs_run": metrics["epochs_run"],
+        "train_seconds": metrics["train_seconds"],
+        "run": name,
+    }
+
+
+def write_csv(path: str | Path, rows: Sequence[dict]) -> None:
+    """Write the sweep's rows as CSV, atomically."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def summarize(rows: Sequence[dict]) -> list[dict]:
+    """Mean (and spread) of test errors over seeds, one row per (T, alpha), best first."""
+    groups: dict[tuple[float, float], list[int]] = {}
+    for row in rows:
+        groups.setdefault((row["temperature"], row["alpha"]), []).append(row["test_errors"])
+    summary = [
+        {
+            "T": t,
+            "alpha": a,
+            "seeds": len(errors),
+            "mean_test_errors": round(statistics.fmean(errors), 2),
+            "std": round(statistics.stdev(errors), 2) if len(errors) > 1 else None,
+            "min": min(errors),
+            "max": max(errors),
+        }
+        for (t, a), errors in groups.items()
+    ]
+    return sorted(summary, key=lambda r: (r["mean_test_errors"], r["T"], r["alpha"]))
+
+
+def plot_sweep(rows: Sequence[dict], path: str | Path) -> Path:
+    """Heat map of mean test errors over seeds: rows T, columns alpha, best cell marked."""
+    from kdistill.reports import plot_heatmap
+
+    temperatures = sorted({r["temperature"] for r in rows})
+    alphas = sorted({r["alpha"] for r in rows})
+    means = {(s["T"], s["alpha"]): s["mean_test_errors"] for s in summarize(rows)}
+    grid = [[means.get((t, a), float("nan")) for a in alphas] for t in temperatures]
+    seeds = max(s["seeds"] for s in summarize(rows))
+    return plot_heatmap(
+        grid,
+        [f"{t:g}" for t in temperatures],
+        [f"{a:g}" for a in alphas],
+        path,
+        xlabel="alpha (weight of the soft targets)",
+        ylabel="temperature T",
+        title=f"Test errors of the student, mean over {seeds} seed(s)",
+    )
