@@ -449,3 +449,156 @@ def batch_indices(
         shard = chunk.tensor_split(world_size)[rank] if world_size > 1 else chunk
         if len(shard):
             yield shard
+
+
+# --------------------------------------------------------------------------- torch datasets
+
+
+class DatasetBatches:
+    """Batches of a ``torch.utils.data.Dataset`` for data that does not fit in memory.
+
+    Each item must be ``(input, label)``. kdistill draws the epoch's shuffled order itself (from
+    the run's generator, so a resumed run sees the same batches) and loads the examples through a
+    ``DataLoader`` with that order, so every batch comes with the indices of its examples: that
+    is what lets teacher logits be cached by example index.
+
+    Args:
+        dataset: a map-style dataset (``__len__`` and ``__getitem__``).
+        batch_size: examples per batch (``fit`` sets it from its config).
+        num_workers, pin_memory, collate_fn: passed to ``DataLoader``.
+    """
+
+    def __init__(
+        self,
+        dataset: torch.utils.data.Dataset,
+        batch_size: int = 128,
+        *,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        collate_fn=None,
+    ) -> None:
+        try:
+            self.size = len(dataset)  # type: ignore[arg-type]
+        except TypeError:
+            raise KDistillError(
+                "a Dataset given to kdistill needs __len__ and __getitem__ (map-style); "
+                "wrap an iterable dataset in a DataLoader instead"
+            ) from None
+        if self.size == 0:
+            raise KDistillError("the dataset is empty")
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.loader_options = {
+            "num_workers": num_workers,
+            "pin_memory": pin_memory,
+            "collate_fn": collate_fn,
+        }
+
+    def __len__(self) -> int:
+        return self.size
+
+    def with_batch_size(self, batch_size: int) -> DatasetBatches:
+        """The same data in batches of ``batch_size``."""
+        copy = DatasetBatches.__new__(DatasetBatches)
+        copy.__dict__.update(self.__dict__, batch_size=batch_size)
+        return copy
+
+    @property
+    def steps(self) -> int:
+        """Batches per epoch."""
+        return -(-self.size // self.batch_size)
+
+    indexed = True  # batches come with their example indices
+
+    def _load(self, batches: list[Tensor]) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        # Without workers the loader's base seed is unused: draw it from a private generator so
+        # the run's global RNG stream (dropout, ...) is the same as on the in-memory path. With
+        # workers it comes from the global RNG, which checkpoints restore.
+        private = torch.Generator() if self.loader_options["num_workers"] == 0 else None
+        loader = torch.utils.data.DataLoader(
+            self.dataset,
+            batch_sampler=[b.tolist() for b in batches],
+            generator=private,
+            **self.loader_options,
+        )
+        for index, (x, y) in zip(batches, loader, strict=True):
+            yield index, x, torch.as_tensor(y)
+
+    def epoch(self, generator: torch.Generator) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        """``(indices, inputs, labels)`` of each batch of one shuffled epoch (CPU tensors)."""
+        order = batch_indices(self.size, self.batch_size, generator)
+        return self._load([index.cpu() for index in order])
+
+    def in_order(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        """Every example once, in index order (to cache teacher logits or to evaluate)."""
+        return self._load(list(torch.arange(self.size).split(batch_size)))
+
+    def first_input(self) -> Tensor:
+        """The first example's input, with a batch dimension of 1."""
+        return torch.as_tensor(self.dataset[0][0]).unsqueeze(0)
+
+    def is_deterministic(self, probes: int = 2) -> bool:
+        """Whether a few examples read twice come back equal (no random augmentation).
+
+        A cheap guard: a Dataset that augments randomly must not have its teacher logits
+        cached, because the student would see other inputs than those the teacher scored.
+        """
+        for i in range(min(probes, self.size)):
+            a, b = self.dataset[i][0], self.dataset[i][0]
+            if not torch.equal(torch.as_tensor(a), torch.as_tensor(b)):
+                return False
+        return True
+
+
+class LoaderBatches:
+    """A user's own ``DataLoader``, used as it is: its order, batch size and transforms.
+
+    Its batches carry no example indices, so a teacher runs online on each batch.
+    """
+
+    indexed = False
+
+    def __init__(self, loader: torch.utils.data.DataLoader) -> None:
+        try:
+            self.steps = len(loader)
+        except TypeError:
+            raise KDistillError("the DataLoader needs a length (a dataset with __len__)") from None
+        if self.steps == 0:
+            raise KDistillError("the DataLoader yields no batches")
+        self.loader = loader
+
+    def epoch(self, generator: torch.Generator) -> Iterator[tuple[None, Tensor, Tensor]]:
+        """``(None, inputs, labels)`` of each batch the loader yields."""
+        for batch in self.loader:
+            x, y = batch[0], batch[1]
+            yield None, x, torch.as_tensor(y)
+
+    def in_order(self, batch_size: int) -> Iterator[tuple[None, Tensor, Tensor]]:
+        """The loader's batches (its own order; for evaluation only)."""
+        return self.epoch(None)  # type: ignore[arg-type]
+
+    def first_input(self) -> Tensor:
+        """One input from the loader's dataset, with a batch dimension of 1."""
+        try:
+            return torch.as_tensor(self.loader.dataset[0][0]).unsqueeze(0)
+        except (TypeError, NotImplementedError, IndexError, KeyError):  # an iterable dataset
+            return torch.as_tensor(next(iter(self.loader))[0][:1])
+
+
+def as_batches(
+    data: torch.utils.data.Dataset | torch.utils.data.DataLoader | DatasetBatches,
+    batch_size: int,
+) -> DatasetBatches | LoaderBatches:
+    """A batch source for a torch ``Dataset`` (kdistill batches it) or ``DataLoader`` (as is)."""
+    if isinstance(data, DatasetBatches):
+        return data.with_batch_size(batch_size)
+    if isinstance(data, LoaderBatches):
+        return data
+    if isinstance(data, torch.utils.data.DataLoader):
+        return LoaderBatches(data)
+    if isinstance(data, torch.utils.data.Dataset):
+        return DatasetBatches(data, batch_size)
+    raise KDistillError(
+        f"training data must be a kdistill Split, a torch Dataset or a DataLoader, "
+        f"got {type(data).__name__}"
+    )

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
+import sys
 import time
 from collections.abc import Sequence
 
@@ -134,6 +136,8 @@ def build_model(spec: str, input_shape: Sequence[int], num_classes: int) -> nn.M
 
 
 def _import_model(spec: str, module_name: str, attr: str, options: dict[str, str]) -> nn.Module:
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())  # like `python -m`: a model file beside the user is found
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -145,13 +149,29 @@ def _import_model(spec: str, module_name: str, attr: str, options: dict[str, str
         raise KDistillError(
             f"cannot import module {module_name!r} for model {spec!r}: {exc}"
         ) from None
+    except Exception as exc:  # an error raised while the module itself runs
+        raise KDistillError(
+            f"cannot import module {module_name!r} for model {spec!r}: "
+            f"{type(exc).__name__}: {_first_line(exc)}"
+        ) from None
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise KDistillError(f"module {module_name!r} has no function {attr!r} (model {spec!r})")
-    model = factory(**{k: _literal(v) for k, v in options.items()})
+    try:
+        model = factory(**{k: _literal(v) for k, v in options.items()})
+    except Exception as exc:  # a wrong option name or value, or a bug in the function
+        raise KDistillError(
+            f"{module_name}:{attr}({', '.join(f'{k}={v}' for k, v in options.items())}) failed: "
+            f"{type(exc).__name__}: {_first_line(exc)}"
+        ) from None
     if not isinstance(model, nn.Module):
         raise KDistillError(f"{spec!r} returned {type(model).__name__}, not an nn.Module")
     return model
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
 
 
 def _literal(text: str) -> int | float | str:

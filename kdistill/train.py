@@ -1,9 +1,11 @@
 """The one training loop: a model on hard labels, or a student distilled from a teacher.
 
-``fit`` trains any ``nn.Module`` on an in-memory :class:`~kdistill.data.Split`. Given a teacher
-(one model or a list of models, an ensemble) it minimises the distillation loss; without one,
-plain cross-entropy. When the transfer set is not augmented the teacher's logits are
-computed once and reused every epoch, which gives the same loss as running the teacher online.
+``fit`` trains any ``nn.Module`` on an in-memory :class:`~kdistill.data.Split` (the fast path) or
+on a ``torch.utils.data.Dataset`` / ``DataLoader`` (for data that does not fit in memory or has
+its own transforms). Given a teacher (one model or a list of models, an ensemble) it minimises
+the distillation loss; without one, plain cross-entropy. When the transfer set is not augmented
+the teacher's logits are computed once and reused every epoch, which gives the same loss as
+running the teacher online.
 With a checkpoint folder it saves every epoch and can resume bit for bit.
 """
 
@@ -22,7 +24,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from kdistill.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
-from kdistill.data import Split, batch_indices, jitter, train_val_split
+from kdistill.data import Split, as_batches, batch_indices, jitter, train_val_split
 from kdistill.errors import KDistillError
 from kdistill.losses import (
     check_alpha,
@@ -34,6 +36,7 @@ from kdistill.losses import (
 from kdistill.models import max_norm_
 
 Teacher = nn.Module | Sequence[nn.Module]
+Data = Split | torch.utils.data.Dataset | torch.utils.data.DataLoader
 
 
 @dataclass
@@ -138,12 +141,17 @@ def predict_logits(
 
 
 @torch.inference_mode()
-def evaluate(model: Teacher, split: Split, batch_size: int = 2000, bf16: bool = False) -> dict:
+def evaluate(model: Teacher, split: Data, batch_size: int = 2000, bf16: bool = False) -> dict:
     """Test errors, accuracy, per-class errors, confusion matrix and mean loss of a model.
 
-    An ensemble is scored by the mean of its members' probabilities.
+    An ensemble is scored by the mean of its members' probabilities. ``split`` may also be a
+    torch ``Dataset`` or ``DataLoader`` of ``(input, label)``.
     """
-    logits = predict_logits(model, split.images, batch_size, bf16)
+    if isinstance(split, Split):
+        logits = predict_logits(model, split.images, batch_size, bf16)
+    else:
+        logits, labels = _predict_batches(model, as_batches(split, batch_size), batch_size, bf16)
+        split = Split(torch.empty(len(labels), 0), labels)  # what is scored below
     if logits.dim() == 3:  # ensemble: average probabilities, score their log
         log_probs = log_soft_targets(list(logits), 1.0)
     else:
@@ -168,7 +176,7 @@ def evaluate(model: Teacher, split: Split, batch_size: int = 2000, bf16: bool = 
 
 def fit(
     model: nn.Module,
-    train: Split,
+    train: Data,
     config: TrainConfig,
     *,
     teacher: Teacher | None = None,
@@ -184,11 +192,15 @@ def fit(
 
     Args:
         model: the model (student) to train, in place.
-        train: the training split (the *transfer set* when distilling).
+        train: the training split (the *transfer set* when distilling): a ``Split`` (in
+            memory, fastest), a torch ``Dataset`` of ``(input, label)`` (batched and shuffled
+            by kdistill; teacher logits cached by example index unless it augments randomly)
+            or a ``DataLoader`` (used as it is; the teacher runs online).
         config: optimisation and distillation settings.
         teacher: a trained model or a list of them (an ensemble); frozen, run in eval mode.
         teacher_logits: precomputed teacher logits for ``train``, ``(N, C)`` or ``(M, N, C)``
-            (e.g. shared by every cell of a sweep); computed here when caching applies.
+            in example order (e.g. shared by every cell of a sweep); computed here when
+            caching applies.
         test: scored after every epoch (reported only; never used to choose anything).
         val: held-out split for early stopping; if None and ``config.val_fraction`` > 0 it is
             split off ``train`` (stratified, seeded).
@@ -204,37 +216,51 @@ def fit(
     device = resolve_device(config.device)
     members = as_members(teacher)
     distilling = bool(members) or teacher_logits is not None
-    num_classes = _check_models(model, members, train, device)
+    stream = None if isinstance(train, Split) else as_batches(train, config.batch_size)
+    probe = train.images[:1] if stream is None else stream.first_input()
+    num_classes = _check_models(model, members, probe, device)
     if val is None and config.val_fraction > 0:
+        if stream is not None:
+            raise KDistillError("val_fraction needs an in-memory Split; pass val= for a Dataset")
         train, val = train_val_split(train, config.val_fraction, config.seed)
-    check_labels(train.labels, num_classes)
+    if stream is None:
+        check_labels(train.labels, num_classes)
 
     torch.manual_seed(config.seed)
     model.to(device)
     for member in members:
         member.to(device).eval().requires_grad_(False)
     data_gen = torch.Generator(device=device).manual_seed(config.seed)
-    train_images, train_labels = train.images.to(device), train.labels.to(device)
+    if stream is None:
+        train_images, train_labels = train.images.to(device), train.labels.to(device)
 
     soft_log_probs = None  # cached teacher soft targets (log), (N, C)
-    if distilling and config.alpha > 0 and (config.jitter == 0 or teacher_logits is not None):
-        if teacher_logits is None and config.cache_teacher_logits:
-            teacher_logits = predict_logits(
-                teacher, train_images, config.eval_batch_size, config.bf16
+    cacheable = stream is None or (stream.indexed and stream.is_deterministic())
+    if (
+        distilling
+        and config.alpha > 0
+        and (config.jitter == 0 or teacher_logits is not None)
+        and (stream is None or stream.indexed)
+    ):
+        if teacher_logits is None and config.cache_teacher_logits and cacheable:
+            teacher_logits = (
+                predict_logits(teacher, train_images, config.eval_batch_size, config.bf16)
+                if stream is None
+                else _predict_batches(teacher, stream, config.eval_batch_size, config.bf16)[0]
             )
         if teacher_logits is not None:
             source = teacher_logits.to(device)
             soft_log_probs = log_soft_targets(
                 list(source) if source.dim() == 3 else source, config.temperature
             ).clone()  # a normal tensor, usable outside inference mode
-            if soft_log_probs.shape != (len(train), num_classes):
+            if soft_log_probs.shape != (len(stream or train), num_classes):
                 raise KDistillError(
                     f"teacher logits have shape {tuple(source.shape)}, expected "
-                    f"({len(train)}, {num_classes}) for this transfer set"
+                    f"({len(stream or train)}, {num_classes}) for this transfer set"
                 )
 
     optimizer = _make_optimizer(model, config)
-    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    steps_per_epoch = math.ceil(len(train) / config.batch_size) if stream is None else stream.steps
     scheduler = _make_scheduler(optimizer, config, steps_per_epoch * config.epochs)
 
     result = FitResult()
@@ -277,8 +303,15 @@ def fit(
     for epoch in range(start_epoch, config.epochs):
         model.train()
         epoch_start = time.perf_counter()
-        for step, index in enumerate(batch_indices(len(train), config.batch_size, data_gen)):
-            x, y = train_images[index], train_labels[index]
+        batches = (
+            (
+                (i, train_images[i], train_labels[i])
+                for i in batch_indices(len(train), config.batch_size, data_gen)
+            )
+            if stream is None
+            else _device_batches(stream.epoch(data_gen), device, num_classes)
+        )
+        for step, (index, x, y) in enumerate(batches):
             x = jitter(x, config.jitter, data_gen)
             with _autocast(device, config.bf16):
                 logits = model(x).float()
@@ -367,6 +400,38 @@ def fit(
     return result
 
 
+def _device_batches(batches, device: torch.device, num_classes: int):
+    """Loaded batches moved to ``device``, their labels checked (on the host: no sync)."""
+    for index, x, y in batches:
+        check_labels(y, num_classes)
+        yield (
+            index.to(device, non_blocking=True) if index is not None else None,
+            x.to(device, non_blocking=True),
+            y.to(device, non_blocking=True),
+        )
+
+
+@torch.inference_mode()
+def _predict_batches(model: Teacher, source, batch_size: int, bf16: bool) -> tuple[Tensor, Tensor]:
+    """Logits (``(N, C)``, or ``(M, N, C)`` for an ensemble) and labels of a batch source."""
+    members = as_members(model)
+    modes = [m.training for m in members]
+    for member in members:
+        member.eval()
+    device = next(members[0].parameters()).device
+    outputs, labels = [[] for _ in members], []
+    for _, x, y in source.in_order(batch_size):
+        x = x.to(device)
+        with _autocast(device, bf16):
+            for out, member in zip(outputs, members, strict=True):
+                out.append(member(x).float())
+        labels.append(y.to(device))
+    for member, mode in zip(members, modes, strict=True):
+        member.train(mode)
+    stacked = torch.stack([torch.cat(out) for out in outputs])
+    return (stacked[0] if isinstance(model, nn.Module) else stacked), torch.cat(labels)
+
+
 def _online_soft_targets(
     members: list[nn.Module], x: Tensor, config: TrainConfig, device: torch.device
 ) -> Tensor:
@@ -377,10 +442,10 @@ def _online_soft_targets(
 
 
 def _check_models(
-    model: nn.Module, members: list[nn.Module], train: Split, device: torch.device
+    model: nn.Module, members: list[nn.Module], probe: Tensor, device: torch.device
 ) -> int:
     """Run one example through every model: shapes and class counts must agree."""
-    probe = train.images[:1].to(device)
+    probe = probe.to(device)
     with torch.inference_mode():
         outputs = []
         for role, net in [("model", model)] + [("teacher", m) for m in members]:
@@ -391,8 +456,7 @@ def _check_models(
             except RuntimeError as exc:
                 first_line = str(exc).splitlines()[0]
                 raise KDistillError(
-                    f"the {role} cannot take inputs of shape {tuple(train.images.shape[1:])}: "
-                    f"{first_line}"
+                    f"the {role} cannot take inputs of shape {tuple(probe.shape[1:])}: {first_line}"
                 ) from None
             net.train(was_training)
             if out.dim() != 2:
