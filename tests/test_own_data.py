@@ -171,29 +171,21 @@ def _one_line_error(capsys, status: int, *needles: str) -> None:
 def test_cli_module_function_models_and_state_dict_teacher(
     tmp_path: Path, monkeypatch, capsys
 ) -> None:
-    (tmp_path / "own_data_models.py").write_text(MODELS)
+    (tmp_path / "kd_models.py").write_text(MODELS)
     monkeypatch.chdir(tmp_path)  # the model file beside the user, as from a shell
 
-    assert (
-        main(["train", "--model", "own_data_models:tiny_cnn,channels=6", "--out", "t", *COMMON])
-        == 0
-    )
-    assert (
-        json.loads(Path("t/config.json").read_text())["model"]
-        == "own_data_models:tiny_cnn,channels=6"
-    )
+    assert main(["train", "--model", "kd_models:tiny_cnn,channels=6", "--out", "t", *COMMON]) == 0
+    assert json.loads(Path("t/config.json").read_text())["model"] == "kd_models:tiny_cnn,channels=6"
 
     # A teacher trained elsewhere, saved the plain PyTorch way.
-    import own_data_models  # noqa: PLC0415
+    import kd_models  # noqa: PLC0415
     from safetensors.torch import load_file
 
-    teacher = own_data_models.tiny_cnn(channels=6)
+    teacher = kd_models.tiny_cnn(channels=6)
     teacher.load_state_dict(load_file("t/model.safetensors"))
     torch.save(teacher.state_dict(), "teacher.pt")
     args = ["distill", "--teacher", "teacher.pt", "--model", "mlp:16", "-T", "4", *COMMON]
-    assert (
-        main([*args, "--teacher-model", "own_data_models:tiny_cnn,channels=6", "--out", "d"]) == 0
-    )
+    assert main([*args, "--teacher-model", "kd_models:tiny_cnn,channels=6", "--out", "d"]) == 0
     from_run = ["distill", "--teacher", "t", "--model", "mlp:16", "-T", "4", *COMMON, "--out", "e"]
     assert main(from_run) == 0
     assert load_file("d/model.safetensors").keys() == load_file("e/model.safetensors").keys()
@@ -204,7 +196,7 @@ def test_cli_module_function_models_and_state_dict_teacher(
     # One-line errors.
     _one_line_error(capsys, main([*args, "--out", "x"]), "--teacher-model")
     _one_line_error(
-        capsys, main([*args, "--teacher-model", "own_data_models:tiny_cnn,channels=5", "--out", "x"]),
+        capsys, main([*args, "--teacher-model", "kd_models:tiny_cnn,channels=5", "--out", "x"]),
         "do not fit the model",
     )  # fmt: skip
     torch.save(teacher, "pickled_module.pt")  # a whole pickled module: refused
@@ -224,10 +216,10 @@ def test_cli_module_function_models_and_state_dict_teacher(
     )
     _one_line_error(
         capsys,
-        main(["train", "--model", "own_data_models:nope", *COMMON, "--out", "x"]),
+        main(["train", "--model", "kd_models:nope", *COMMON, "--out", "x"]),
         "no function",
     )
     _one_line_error(
-        capsys, main(["train", "--model", "own_data_models:tiny_cnn,width=3", *COMMON, "--out", "x"]),
+        capsys, main(["train", "--model", "kd_models:tiny_cnn,width=3", *COMMON, "--out", "x"]),
         "unexpected keyword",
     )  # fmt: skip
