@@ -226,7 +226,9 @@ def _float_grid(text: str, option: str) -> list[float]:
     try:
         return [float(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise KDistillError(f"{option} takes comma-separated numbers, e.g. 1,4,20; got {text!r}")
+        raise KDistillError(
+            f"{option} takes comma-separated numbers, e.g. 1,4,20; got {text!r}"
+        ) from None
 
 
 def _cmd_sweep(args: argparse.Namespace, argv: list[str]) -> int:

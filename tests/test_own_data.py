@@ -15,7 +15,7 @@ from kdistill.cli import main
 from kdistill.data import DatasetBatches, Split
 from kdistill.errors import KDistillError
 from kdistill.train import TrainConfig, evaluate, fit
-from tests.conftest import make_split
+from tests.helpers import make_split
 
 CONFIG = TrainConfig(epochs=3, batch_size=32, lr=0.1, device="cpu", temperature=3.0, alpha=0.7)
 
@@ -208,7 +208,7 @@ def test_cli_module_function_models_and_state_dict_teacher(
     )  # fmt: skip
     _one_line_error(
         capsys, main(["train", "--model", "no_such_module:f", *COMMON, "--out", "x"]),
-        "cannot import module 'no_such_module'",
+        "no_such_module",
     )  # fmt: skip
     (tmp_path / "broken_models.py").write_text("raise RuntimeError('boom\\nmore')\n")
     _one_line_error(

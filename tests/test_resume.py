@@ -19,7 +19,7 @@ from kdistill.checkpoint import POINTER, atomic_write, load_checkpoint
 from kdistill.cli import main
 from kdistill.errors import KDistillError
 from kdistill.train import TrainConfig, fit
-from tests.conftest import make_split
+from tests.helpers import make_split
 
 REPO = Path(__file__).resolve().parent.parent
 STEPS_PER_EPOCH = 11  # 1,297 digits in batches of 128
