@@ -26,7 +26,12 @@ from safetensors.torch import load_file
 from torch import nn
 
 import kdistill
-from kdistill.checkpoint import atomic_write_json, atomic_write_text, save_safetensors
+from kdistill.checkpoint import (
+    atomic_write_json,
+    atomic_write_text,
+    has_checkpoint,
+    save_safetensors,
+)
 from kdistill.data import Dataset, Split, drop_classes, keep_classes, load_dataset
 from kdistill.data import stratified_fraction as take_fraction
 from kdistill.errors import KDistillError
@@ -86,6 +91,8 @@ def execute(
     """
     out = Path(out)
     spec.train.validate()
+    if resume and not has_checkpoint(out):
+        raise KDistillError(f"no checkpoint to resume from in {out}: run without --resume")
     dataset = cached_dataset(spec.dataset, spec.data_dir, download)
     transfer_set = transfer_split(dataset.train, spec)
     if len(transfer_set) == 0:

@@ -235,13 +235,13 @@ def fit(
         train_images, train_labels = train.images.to(device), train.labels.to(device)
 
     soft_log_probs = None  # cached teacher soft targets (log), (N, C)
-    cacheable = stream is None or (stream.indexed and stream.is_deterministic())
     if (
         distilling
         and config.alpha > 0
         and (config.jitter == 0 or teacher_logits is not None)
         and (stream is None or stream.indexed)
     ):
+        cacheable = stream is None or stream.is_deterministic()  # no random augmentation
         if teacher_logits is None and config.cache_teacher_logits and cacheable:
             teacher_logits = (
                 predict_logits(teacher, train_images, config.eval_batch_size, config.bf16)

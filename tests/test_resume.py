@@ -108,6 +108,7 @@ def test_resume_without_checkpoint_is_one_line_error(tmp_path: Path, capsys) -> 
     err = capsys.readouterr().err
     assert status == 2
     assert err.count("\n") == 1 and "no checkpoint to resume from" in err
+    assert not (tmp_path / "nothing").exists()  # nothing written on the way to the error
 
 
 def test_resume_needs_out(capsys) -> None:
