@@ -225,6 +225,11 @@ def fit(
         train, val = train_val_split(train, config.val_fraction, config.seed)
     if stream is None:
         check_labels(train.labels, num_classes)
+    if teacher_logits is not None and stream is not None and not stream.indexed:
+        raise KDistillError(
+            "teacher_logits are looked up by example index: pass the Dataset itself, not a "
+            "DataLoader (whose batches carry no indices)"
+        )
 
     torch.manual_seed(config.seed)
     model.to(device)

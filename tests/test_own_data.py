@@ -127,6 +127,8 @@ def test_teacher_logits_given_by_index_for_a_dataset() -> None:
     assert _same(a, b)
     with pytest.raises(KDistillError, match="teacher logits have shape"):
         fit(_student(), dataset, CONFIG, teacher_logits=logits[:-1], progress=False)
+    with pytest.raises(KDistillError, match="pass the Dataset itself"):
+        fit(_student(), DataLoader(dataset), CONFIG, teacher_logits=logits, progress=False)
 
 
 def test_bad_datasets_are_clear_errors() -> None:
