@@ -51,12 +51,15 @@ def _kill_at_step(command: list[str], step: int, marker: Path) -> None:
     env = _env(KDISTILL_TEST_PAUSE_AT_STEP=str(step), KDISTILL_TEST_PAUSE_MARKER=str(marker))
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300
-    while not marker.exists():
-        assert process.poll() is None, process.communicate()[1].decode()
-        assert time.monotonic() < deadline, "the run never reached the pause step"
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.communicate()
+    try:
+        while not marker.exists():
+            assert process.poll() is None, process.communicate()[1].decode()
+            assert time.monotonic() < deadline, "the run never reached the pause step"
+            time.sleep(0.05)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)  # never leave the paused process behind
+        process.communicate()
     assert process.returncode == -signal.SIGKILL
 
 
