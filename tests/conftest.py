@@ -6,9 +6,15 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from kdistill.data import Split
 from tests.helpers import make_split
+
+# The tests train tiny models, which run fastest on one thread, and a shared 2-core machine
+# thrashes when several processes each spin two; subprocesses inherit the same setting.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("KDISTILL_DATA", REPO.parent / "shared" / "data"))
