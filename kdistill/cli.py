@@ -286,21 +286,25 @@ def _cmd_plot(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _execute(spec, args: argparse.Namespace, command: str, argv: list[str]) -> int:
+    from kdistill.distributed import broadcast_from_main, process_group
     from kdistill.reports import format_table
     from kdistill.runs import execute
 
     if args.resume and not args.out:
         raise KDistillError("--resume needs the --out folder of the run to continue")
-    out = Path(args.out or _default_out(command))
-    metrics = execute(
-        spec,
-        out,
-        resume=args.resume,
-        progress=not args.no_progress,
-        download=args.download,
-        argv=["kdistill", *argv],
-        tensorboard=args.tensorboard,
-    )
+    with process_group(spec.train.device) as ctx:  # under torchrun: one rank of the job
+        out = Path(broadcast_from_main(args.out or _default_out(command)))  # rank 0's clock
+        metrics = execute(
+            spec,
+            out,
+            resume=args.resume,
+            progress=not args.no_progress,
+            download=args.download,
+            argv=["kdistill", *argv],
+            tensorboard=args.tensorboard,
+        )
+    if not ctx.is_main:
+        return 0
     role = "student" if spec.teachers else "model"
     rows = [_cost_row(role, spec.model, metrics["test"], metrics["cost"]["model"])]
     for folder, cost in zip(spec.teachers, metrics["cost"].get("teacher", []), strict=True):

@@ -26,6 +26,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 import kdistill
+from kdistill import distributed
 from kdistill.checkpoint import (
     atomic_write_json,
     atomic_write_text,
@@ -36,7 +37,7 @@ from kdistill.data import Dataset, Split, drop_classes, keep_classes, load_datas
 from kdistill.data import stratified_fraction as take_fraction
 from kdistill.errors import KDistillError
 from kdistill.models import build_model, count_parameters, flops_per_example, inference_throughput
-from kdistill.train import TrainConfig, evaluate, fit, resolve_device
+from kdistill.train import TrainConfig, fit, resolve_device
 
 
 @dataclass
@@ -87,11 +88,14 @@ def execute(
 
     Checkpoints every epoch into ``out``; ``resume=True`` continues a killed run.
     ``teacher_logits`` (of the transfer set) spares recomputing them, e.g. across a sweep;
-    ``tensorboard`` also logs every epoch to ``out/tensorboard``.
+    ``tensorboard`` also logs every epoch to ``out/tensorboard``. Under torchrun every rank
+    trains and returns the test metrics, and rank 0 alone writes ``out`` (its metrics alone
+    hold ``cost``).
     """
+    ctx = distributed.context()
     out = Path(out)
     spec.train.validate()
-    if resume and not has_checkpoint(out):
+    if resume and not distributed.on_main(lambda: has_checkpoint(out)):
         raise KDistillError(f"no checkpoint to resume from in {out}: run without --resume")
     dataset = cached_dataset(spec.dataset, spec.data_dir, download)
     transfer_set = transfer_split(dataset.train, spec)
@@ -107,20 +111,10 @@ def execute(
 
     config = {"kind": "distill" if teachers else "train", **asdict(spec)}
     config.update(input_shape=list(dataset.input_shape), num_classes=dataset.num_classes)
-    out.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        atomic_write_json(out / "config.json", config)
-    elif (out / "config.json").is_file():
-        saved = json.loads((out / "config.json").read_text())
-        if saved != json.loads(json.dumps(config)):
-            raise KDistillError(
-                f"{out} holds a run with another config; resume with the same command, "
-                "or choose a new --out"
-            )
-    atomic_write_json(out / "meta.json", environment(spec.train.seed, argv))
+    distributed.on_main(lambda: _start_folder(out, config, resume, spec.train.seed, argv))
 
     log_board = None
-    if tensorboard:
+    if tensorboard and ctx.is_main:
         from kdistill.tblog import TensorBoardLog
 
         log_board = TensorBoardLog(out / "tensorboard")
@@ -140,27 +134,44 @@ def execute(
         checkpoint_dir=out,
         resume=resume,
         progress=progress,
-        on_epoch=on_epoch,
+        on_epoch=on_epoch if ctx.is_main else None,
     )
     if log_board is not None:
         log_board.close()
-    write_history(out / "history.csv", result.history)
-    save_safetensors(out / "model.safetensors", model.state_dict())
-
-    device = resolve_device(spec.train.device)
+    test = distributed.evaluate(model, dataset.test, spec.train.eval_batch_size, spec.train.bf16)
     metrics = {
-        "test": evaluate(model, dataset.test, spec.train.eval_batch_size, spec.train.bf16),
+        "test": test,
         "transfer_set_size": len(transfer_set),
         "epochs_run": len(result.history),
         "best_epoch": result.best_epoch,
         "stopped_early": result.stopped_early,
         "train_seconds": round(result.seconds, 2),
-        "cost": {"model": model_cost(model, dataset.input_shape, device)},
     }
+    if not ctx.is_main:
+        return metrics
+    write_history(out / "history.csv", result.history)
+    save_safetensors(out / "model.safetensors", model.state_dict())
+    device = resolve_device(spec.train.device)
+    metrics["cost"] = {"model": model_cost(model, dataset.input_shape, device)}
     if teachers:
         metrics["cost"]["teacher"] = [model_cost(t, dataset.input_shape, device) for t in teachers]
     atomic_write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def _start_folder(out: Path, config: dict, resume: bool, seed: int, argv: list[str] | None) -> None:
+    """Create the run folder with config.json and meta.json (refusing another run's folder)."""
+    out.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        atomic_write_json(out / "config.json", config)
+    elif (out / "config.json").is_file():
+        saved = json.loads((out / "config.json").read_text())
+        if saved != json.loads(json.dumps(config)):
+            raise KDistillError(
+                f"{out} holds a run with another config; resume with the same command, "
+                "or choose a new --out"
+            )
+    atomic_write_json(out / "meta.json", environment(seed, argv))
 
 
 def transfer_split(train: Split, spec: RunSpec) -> Split:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from kdistill import distributed
 from kdistill.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from kdistill.data import Split, as_batches, batch_indices, jitter, train_val_split
 from kdistill.errors import KDistillError
@@ -211,12 +212,22 @@ def fit(
 
     Returns:
         The history and, with early stopping, the best epoch (whose weights ``model`` holds).
+
+    Under torchrun (an initialised process group) it trains data-parallel with DDP:
+    ``config.batch_size`` is per rank, every rank returns the same history, and only rank 0
+    writes checkpoints and shows progress (see :mod:`kdistill.distributed`).
     """
     config.validate()
+    ctx = distributed.context()
     device = resolve_device(config.device)
     members = as_members(teacher)
     distilling = bool(members) or teacher_logits is not None
     stream = None if isinstance(train, Split) else as_batches(train, config.batch_size)
+    if stream is not None and ctx.distributed:
+        raise KDistillError(
+            "data-parallel training under torchrun takes an in-memory Split; a Dataset or "
+            "DataLoader would need a DistributedSampler, which kdistill does not set up"
+        )
     probe = train.images[:1] if stream is None else stream.first_input()
     num_classes = _check_models(model, members, probe, device)
     if val is None and config.val_fraction > 0:
@@ -248,11 +259,16 @@ def fit(
     ):
         cacheable = stream is None or stream.is_deterministic()  # no random augmentation
         if teacher_logits is None and config.cache_teacher_logits and cacheable:
-            teacher_logits = (
-                predict_logits(teacher, train_images, config.eval_batch_size, config.bf16)
-                if stream is None
-                else _predict_batches(teacher, stream, config.eval_batch_size, config.bf16)[0]
-            )
+            if stream is None:  # each rank runs the teacher on its shard, then all gather
+                shard = distributed.shard_slice(len(train), ctx.rank, ctx.world_size)
+                teacher_logits = predict_logits(
+                    teacher, train_images[shard], config.eval_batch_size, config.bf16
+                )
+                teacher_logits = distributed.all_gather_rows(teacher_logits, len(train), dim=-2)
+            else:
+                teacher_logits = _predict_batches(
+                    teacher, stream, config.eval_batch_size, config.bf16
+                )[0]
         if teacher_logits is not None:
             source = teacher_logits.to(device)
             soft_log_probs = log_soft_targets(
@@ -265,13 +281,22 @@ def fit(
                 )
 
     optimizer = _make_optimizer(model, config)
-    steps_per_epoch = math.ceil(len(train) / config.batch_size) if stream is None else stream.steps
+    global_batch = config.batch_size * ctx.world_size
+    steps_per_epoch = math.ceil(len(train) / global_batch) if stream is None else stream.steps
     scheduler = _make_scheduler(optimizer, config, steps_per_epoch * config.epochs)
 
     result = FitResult()
     start_epoch, best_val, bad_epochs, best_state = 0, math.inf, 0, None
-    if resume:
-        state = load_checkpoint(checkpoint_dir, map_location=device)
+    if resume:  # rank 0 reads its checkpoint and sends it to the other ranks
+        state = distributed.on_main(
+            lambda: load_checkpoint(checkpoint_dir, "cpu" if ctx.distributed else device)
+        )
+        if state.get("world_size", 1) != ctx.world_size:
+            raise KDistillError(
+                f"the checkpoint in {checkpoint_dir} was made by {state.get('world_size', 1)} "
+                f"process(es), not {ctx.world_size}: resume with the same torchrun "
+                "--nproc_per_node/--nnodes (the global batch must not change)"
+            )
         if state["config"] != asdict(config):
             raise KDistillError(
                 f"the checkpoint in {checkpoint_dir} was made with another config; "
@@ -288,7 +313,7 @@ def fit(
         start_epoch, best_val, bad_epochs = state["epoch"], state["best_val"], state["bad_epochs"]
         best_state = state["best_model"]
         result.best_epoch = state["best_epoch"]
-    elif checkpoint_dir is not None and has_checkpoint(checkpoint_dir):
+    elif checkpoint_dir is not None and distributed.on_main(lambda: has_checkpoint(checkpoint_dir)):
         raise KDistillError(
             f"{checkpoint_dir} already holds a checkpoint: pass --resume to continue it, "
             "or choose a new --out"
@@ -297,7 +322,7 @@ def fit(
     bar = tqdm(
         total=steps_per_epoch * config.epochs,
         initial=steps_per_epoch * start_epoch,
-        disable=not progress,
+        disable=not (progress and ctx.is_main),
         desc="distill" if distilling else "train",
         unit="step",
         leave=False,
@@ -305,21 +330,24 @@ def fit(
     )
     started = time.perf_counter()
     step_losses = torch.zeros(steps_per_epoch, device=device)
+    net = distributed.wrap(model, device)  # DDP averages gradients across ranks
     for epoch in range(start_epoch, config.epochs):
         model.train()
         epoch_start = time.perf_counter()
+        if ctx.distributed:  # each rank its own dropout masks, reproducible on resume
+            torch.manual_seed(distributed.rank_seed(config.seed, epoch, ctx.rank))
         batches = (
-            (
-                (i, train_images[i], train_labels[i])
-                for i in batch_indices(len(train), config.batch_size, data_gen)
-            )
+            _split_batches(train_images, train_labels, global_batch, data_gen, config.jitter, ctx)
             if stream is None
-            else _device_batches(stream.epoch(data_gen), device, num_classes)
+            else _jittered(
+                _device_batches(stream.epoch(data_gen), device, num_classes),
+                config.jitter,
+                data_gen,
+            )
         )
-        for step, (index, x, y) in enumerate(batches):
-            x = jitter(x, config.jitter, data_gen)
+        for step, (index, x, y, share) in enumerate(batches):
             with _autocast(device, config.bf16):
-                logits = model(x).float()
+                logits = net(x).float()
             if not distilling:
                 loss = F.cross_entropy(logits, y)
             else:
@@ -336,6 +364,9 @@ def fit(
                     alpha=config.alpha,
                     teacher_log_probs=teacher_log_probs,
                 )
+            if ctx.distributed:  # this shard's weight in the global batch's mean loss
+                # an empty shard (fewer examples left than ranks) still joins the all-reduce
+                loss = loss * share if len(index) else 0 * logits.sum()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -347,18 +378,21 @@ def fit(
                 _check_finite(step_losses[: step + 1], epoch, steps_per_epoch)
             bar.update()
         _check_finite(step_losses, epoch, steps_per_epoch)
+        epoch_losses = step_losses
+        if ctx.distributed:  # sum of the ranks' weighted shard losses / W = global batch loss
+            epoch_losses = distributed.all_reduce_sum(step_losses) / ctx.world_size
 
         row = {
             "epoch": epoch + 1,
             "lr": optimizer.param_groups[0]["lr"],
-            "train_loss": float(step_losses.mean()),
+            "train_loss": float(epoch_losses.mean()),
             "seconds": round(time.perf_counter() - epoch_start, 3),
         }
         if val is not None:
-            scored = evaluate(model, val, config.eval_batch_size, config.bf16)
+            scored = distributed.evaluate(model, val, config.eval_batch_size, config.bf16)
             row["val_errors"], row["val_loss"] = scored["errors"], scored["loss"]
         if test is not None:
-            scored = evaluate(model, test, config.eval_batch_size, config.bf16)
+            scored = distributed.evaluate(model, test, config.eval_batch_size, config.bf16)
             row["test_errors"], row["test_loss"] = scored["errors"], scored["loss"]
         result.history.append(row)
         bar.set_postfix(
@@ -373,7 +407,7 @@ def fit(
             else:
                 bad_epochs += 1
                 stop = config.patience is not None and bad_epochs >= config.patience
-        if checkpoint_dir is not None:
+        if checkpoint_dir is not None and ctx.is_main:
             save_checkpoint(
                 checkpoint_dir,
                 {
@@ -390,6 +424,7 @@ def fit(
                     "bad_epochs": bad_epochs,
                     "best_epoch": result.best_epoch,
                     "best_model": best_state,
+                    "world_size": ctx.world_size,
                 },
                 epoch + 1,
             )
@@ -435,6 +470,34 @@ def _predict_batches(model: Teacher, source, batch_size: int, bf16: bool) -> tup
         member.train(mode)
     stacked = torch.stack([torch.cat(out) for out in outputs])
     return (stacked[0] if isinstance(model, nn.Module) else stacked), torch.cat(labels)
+
+
+def _split_batches(
+    images: Tensor,
+    labels: Tensor,
+    global_batch: int,
+    generator: torch.Generator,
+    max_shift: int,
+    ctx: distributed.Context,
+) -> Iterator[tuple[Tensor, Tensor, Tensor, float]]:
+    """This rank's ``(index, x, y, share)`` of each global batch of a shuffled epoch.
+
+    ``share`` is the shard's weight in the global batch's mean (1 in one process). Jitter shifts
+    are drawn for the whole global batch, as one process draws them, so every rank's generator
+    stays in step and the shards are those of the one-process run.
+    """
+    for chunk in batch_indices(len(images), global_batch, generator):
+        rows = distributed.shard_slice(len(chunk), ctx.rank, ctx.world_size)
+        index = chunk[rows]
+        x = jitter(images[chunk], max_shift, generator)[rows] if max_shift else images[index]
+        yield index, x, labels[index], ctx.world_size * len(index) / len(chunk)
+
+
+def _jittered(
+    batches: Iterator[tuple[Tensor | None, Tensor, Tensor]], max_shift: int, generator
+) -> Iterator[tuple[Tensor | None, Tensor, Tensor, float]]:
+    for index, x, y in batches:
+        yield index, jitter(x, max_shift, generator), y, 1.0
 
 
 def _online_soft_targets(
