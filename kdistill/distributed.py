@@ -109,14 +109,24 @@ def process_group(device: str = "auto") -> Iterator[Context]:
         dist.barrier()  # leave together: no rank tears down while another still needs it
     except KDistillError as exc:  # say which rank failed: torchrun interleaves their output
         raise KDistillError(f"rank {rank}: {exc}") from None
-    except dist.DistError as exc:  # a peer died or hung: torchrun names it and stops the job
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except RuntimeError as exc:  # a peer died or hung: torchrun names it and stops the job
+        if not _is_communication_error(exc):
+            raise
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise KDistillError(
             f"rank {rank}: lost contact with another rank ({first_line}); "
             "re-run the same torchrun command with --resume to continue from the last checkpoint"
         ) from None
     finally:
         dist.destroy_process_group()
+
+
+def _is_communication_error(exc: RuntimeError) -> bool:
+    """Whether ``exc`` is a failed collective (DDP's gradient all-reduce raises a bare one)."""
+    text = str(exc).lower()
+    return isinstance(exc, dist.DistError) or any(
+        word in text for word in ("gloo", "nccl", "connection closed", "connection reset")
+    )
 
 
 def wrap(model: nn.Module, device: torch.device) -> nn.Module:

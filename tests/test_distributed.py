@@ -1,0 +1,231 @@
+"""Data-parallel runs on torchrun: sharding helpers, 2 ranks = 1 process, a killed rank.
+
+The torchrun tests launch real 2-process jobs (gloo on 127.0.0.1) on the bundled digits, each
+under a hard timeout, so a hang fails the test instead of blocking CI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from kdistill import distributed
+from kdistill.runs import RunSpec, execute, read_history
+from kdistill.train import TrainConfig
+
+REPO = Path(__file__).resolve().parent.parent
+LAUNCH_TIMEOUT_S = 180  # a whole torchrun job; far above its ~10-30 s on a busy 2-core machine
+
+# The tolerance of the 2-rank vs 1-process comparison. Each step's gradient is the same sum of
+# per-example gradients, added in another order (per shard, then across ranks by the
+# all-reduce); float32 rounding differences of ~1e-7 relative grow slowly over a few hundred
+# SGD steps. Test errors and confusion matrices must match exactly.
+WEIGHT_ATOL = 1e-4
+LOSS_RTOL = 1e-4
+
+
+def test_shard_slice_cuts_like_tensor_split():
+    for length in range(0, 23):
+        for world in range(1, 6):
+            rows = torch.arange(length)
+            expected = rows.tensor_split(world)
+            got = [rows[distributed.shard_slice(length, r, world)] for r in range(world)]
+            assert all(torch.equal(a, b) for a, b in zip(expected, got, strict=True))
+
+
+def test_single_process_helpers_are_identities(tiny_split):
+    ctx = distributed.context()
+    assert (ctx.rank, ctx.world_size, ctx.is_main, ctx.distributed) == (0, 1, True, False)
+    rows = torch.randn(5, 3)
+    assert distributed.all_gather_rows(rows, 5) is rows
+    assert distributed.all_reduce_sum(rows) is rows
+    assert distributed.broadcast_from_main({"a": 1}) == {"a": 1}
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(36, 4))
+    assert distributed.wrap(model, torch.device("cpu")) is model
+    from kdistill.train import evaluate
+
+    assert distributed.evaluate(model, tiny_split) == evaluate(model, tiny_split)
+
+
+def test_process_group_outside_torchrun_is_rank_zero_of_one(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.delenv("RANK", raising=False)
+    with distributed.process_group("cpu") as ctx:
+        assert ctx == distributed.Context(0, 1, 0)
+    assert not torch.distributed.is_initialized()
+
+
+def test_rank_seeds_differ_by_rank_and_epoch():
+    seeds = {distributed.rank_seed(0, epoch, rank) for epoch in range(3) for rank in range(4)}
+    assert len(seeds) == 12
+    assert distributed.rank_seed(7, 1, 1) == distributed.rank_seed(7, 1, 1)
+
+
+def test_backend_follows_device():
+    assert distributed.backend_for("cpu") == "gloo"
+    assert distributed.backend_for("cuda") == "nccl"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _torchrun_command(args: list[str], nproc: int = 2) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc-per-node={nproc}",
+        "--nnodes=1",
+        "--master-addr=127.0.0.1",
+        f"--master-port={_free_port()}",
+        "-m",
+        "kdistill",
+        *args,
+    ]
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    env["KDISTILL_DIST_TIMEOUT"] = "60"  # no collective waits longer for a silent peer
+    return env
+
+
+def _start(args: list[str]) -> subprocess.Popen:
+    # its own session, so that a timeout can stop torchrun and every rank it started
+    return subprocess.Popen(
+        _torchrun_command(args),
+        env=_env(),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def _finish(proc: subprocess.Popen, timeout: float = LAUNCH_TIMEOUT_S) -> tuple[int, str]:
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        output, _ = proc.communicate()
+        pytest.fail(f"torchrun job did not finish in {timeout} s:\n{output[-3000:]}")
+    return proc.returncode, output
+
+
+def _weights(folder: Path) -> dict:
+    return load_file(folder / "model.safetensors")
+
+
+@pytest.fixture(scope="module")
+def teacher_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("teacher") / "run"
+    spec = RunSpec(model="mlp:64", dataset="digits", train=TrainConfig(epochs=2, batch_size=32))
+    execute(spec, out, progress=False)
+    return out
+
+
+def test_two_ranks_distil_like_one_process_with_the_global_batch(teacher_run, tmp_path):
+    # 8 per rank x 2 ranks = 16: the digits transfer set (1,297) leaves a last global batch of
+    # one example, so rank 1 also takes part in a step with an empty shard.
+    common = ["distill", "--dataset", "digits", "--teacher", str(teacher_run), "--model", "mlp:32"]
+    common += ["--epochs", "2", "-T", "4", "--lr", "0.05", "--no-progress"]
+    single = tmp_path / "one"
+    spec = RunSpec(
+        model="mlp:32",
+        dataset="digits",
+        teachers=[str(teacher_run)],
+        train=TrainConfig(epochs=2, batch_size=16, temperature=4.0, lr=0.05),
+    )
+    one = execute(spec, single, progress=False)
+
+    double = tmp_path / "two"
+    code, output = _finish(_start([*common, "--batch-size", "8", "--out", str(double)]))
+    assert code == 0, output[-3000:]
+    two = json.loads((double / "metrics.json").read_text())
+
+    assert two["test"]["errors"] == one["test"]["errors"]
+    assert two["test"]["confusion"] == one["test"]["confusion"]
+    assert two["test"]["loss"] == pytest.approx(one["test"]["loss"], rel=LOSS_RTOL)
+    w1, w2 = _weights(single), _weights(double)
+    for name in w1:
+        torch.testing.assert_close(w2[name], w1[name], atol=WEIGHT_ATOL, rtol=0)
+    h1, h2 = read_history(single / "history.csv"), read_history(double / "history.csv")
+    assert [r["test_errors"] for r in h2] == [r["test_errors"] for r in h1]
+    for r1, r2 in zip(h1, h2, strict=True):
+        assert r2["train_loss"] == pytest.approx(r1["train_loss"], rel=LOSS_RTOL)
+        assert r2["lr"] == r1["lr"]
+    # only rank 0 wrote: one checkpoint file, and the config says what ran
+    assert len(list(double.glob("checkpoint-epoch*.pt"))) == 1
+    assert json.loads((double / "config.json").read_text())["train"]["batch_size"] == 8
+
+
+def _rank_pid(torchrun_pid: int, rank: int) -> int | None:
+    """The pid of the worker with ``RANK=rank`` among the descendants of ``torchrun_pid``."""
+    pending = [torchrun_pid]
+    while pending:
+        pid = pending.pop()
+        try:
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"RANK={rank}".encode() in environ and b"LOCAL_RANK=" + str(rank).encode() in environ:
+            return pid
+        pending += [int(child) for child in children]
+    return None
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the rank through /proc")
+def test_killed_rank_fails_the_job_and_resume_continues_from_rank_zero(tmp_path):
+    out = tmp_path / "run"
+    args = ["train", "--dataset", "digits", "--model", "mlp:64x64", "--epochs", "6"]
+    args += ["--batch-size", "16", "--no-progress", "--out", str(out)]
+    proc = _start(args)
+    try:
+        deadline = time.monotonic() + LAUNCH_TIMEOUT_S
+        while not (out / "checkpoint.json").is_file():  # rank 0 finished epoch 1
+            assert proc.poll() is None, proc.communicate()[0][-3000:]
+            assert time.monotonic() < deadline, "no checkpoint appeared"
+            time.sleep(0.05)
+        victim = _rank_pid(proc.pid, rank=1)
+        assert victim is not None
+        os.kill(victim, signal.SIGKILL)
+        code, output = _finish(proc)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert code != 0
+    assert re.search(r"Root Cause[\s\S]*rank\s*:\s*1 \(local_rank: 1\)", output), output[-3000:]
+    assert "rank 0: lost contact with another rank" in output
+    assert not (out / "metrics.json").exists()
+    saved_epoch = json.loads((out / "checkpoint.json").read_text())["epoch"]
+    assert 1 <= saved_epoch < 6
+    before = read_history(out / "history.csv")
+
+    code, output = _finish(_start([*args, "--resume"]))
+    assert code == 0, output[-3000:]
+    after = read_history(out / "history.csv")
+    assert [r["epoch"] for r in after] == list(range(1, 7))
+    assert after[: len(before)] == before  # the epochs before the kill are kept, not re-run
+    # continued exactly where rank 0 stopped: the same run in one process, uninterrupted
+    spec = RunSpec(model="mlp:64x64", dataset="digits", train=TrainConfig(epochs=6, batch_size=32))
+    one = execute(spec, tmp_path / "one", progress=False)
+    assert json.loads((out / "metrics.json").read_text())["test"]["errors"] == one["test"]["errors"]
+    for name, weight in _weights(tmp_path / "one").items():
+        torch.testing.assert_close(_weights(out)[name], weight, atol=WEIGHT_ATOL, rtol=0)
