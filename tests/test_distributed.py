@@ -21,8 +21,10 @@ import torch
 from safetensors.torch import load_file
 
 from kdistill import distributed
+from kdistill.checkpoint import load_checkpoint, save_checkpoint
+from kdistill.errors import KDistillError
 from kdistill.runs import RunSpec, execute, read_history
-from kdistill.train import TrainConfig
+from kdistill.train import TrainConfig, evaluate, fit
 
 REPO = Path(__file__).resolve().parent.parent
 LAUNCH_TIMEOUT_S = 180  # a whole torchrun job; far above its ~10-30 s on a busy 2-core machine
@@ -53,8 +55,6 @@ def test_single_process_helpers_are_identities(tiny_split):
     assert distributed.broadcast_from_main({"a": 1}) == {"a": 1}
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(36, 4))
     assert distributed.wrap(model, torch.device("cpu")) is model
-    from kdistill.train import evaluate
-
     assert distributed.evaluate(model, tiny_split) == evaluate(model, tiny_split)
 
 
@@ -70,6 +70,18 @@ def test_rank_seeds_differ_by_rank_and_epoch():
     seeds = {distributed.rank_seed(0, epoch, rank) for epoch in range(3) for rank in range(4)}
     assert len(seeds) == 12
     assert distributed.rank_seed(7, 1, 1) == distributed.rank_seed(7, 1, 1)
+
+
+def test_resume_refuses_a_checkpoint_of_another_world_size(tiny_split, tmp_path):
+    config = TrainConfig(epochs=1, batch_size=32, device="cpu")
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(36, 4))
+    fit(model, tiny_split, config, checkpoint_dir=tmp_path, progress=False)
+    state = load_checkpoint(tmp_path)
+    assert state["world_size"] == 1
+    state["world_size"] = 2  # as if 2 torchrun processes had written it
+    save_checkpoint(tmp_path, state, 1)
+    with pytest.raises(KDistillError, match="made by 2 process"):
+        fit(model, tiny_split, config, checkpoint_dir=tmp_path, resume=True, progress=False)
 
 
 def test_backend_follows_device():
