@@ -224,7 +224,8 @@ def test_killed_rank_fails_the_job_and_resume_continues_from_rank_zero(tmp_path)
             os.killpg(proc.pid, signal.SIGKILL)
     assert code != 0
     assert re.search(r"Root Cause[\s\S]*rank\s*:\s*1 \(local_rank: 1\)", output), output[-3000:]
-    assert "rank 0: lost contact with another rank" in output
+    # (rank 0 usually also prints "lost contact with another rank", unless torchrun's SIGTERM
+    # reaches it before its next all-reduce does: not asserted, it would be a race)
     assert not (out / "metrics.json").exists()
     saved_epoch = json.loads((out / "checkpoint.json").read_text())["epoch"]
     assert 1 <= saved_epoch < 6
