@@ -226,7 +226,7 @@ def evaluate(model: nn.Module, split, batch_size: int = 2000, bf16: bool = False
     from kdistill.train import evaluate as evaluate_local
 
     ctx = context()
-    if not ctx.distributed:
+    if not ctx.distributed or len(split) < ctx.world_size:  # (too few to give each rank one)
         return evaluate_local(model, split, batch_size, bf16)
     rows = shard_slice(len(split), ctx.rank, ctx.world_size)
     shard = Split(split.images[rows], split.labels[rows])
