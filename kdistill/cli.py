@@ -232,10 +232,12 @@ def _float_grid(text: str, option: str) -> list[float]:
 
 
 def _cmd_sweep(args: argparse.Namespace, argv: list[str]) -> int:
+    from kdistill.distributed import refuse_torchrun
     from kdistill.reports import format_table
     from kdistill.runs import RunSpec
     from kdistill.sweep import Sweep, run_sweep, summarize
 
+    refuse_torchrun("sweep")
     for teacher in args.teacher:
         _check_teacher(teacher)
     settings = {k: v for k, v in vars(args).items() if k not in ("temperature", "alpha")}
@@ -384,7 +386,9 @@ def _parse_shifts(items: list[str]) -> dict[int, float]:
 
 def _cmd_demo(args: argparse.Namespace, argv: list[str]) -> int:
     from kdistill.demo import run_demo
+    from kdistill.distributed import refuse_torchrun
 
+    refuse_torchrun("demo")
     run_demo(Path(args.out), seed=args.seed, progress=not args.no_progress)
     return 0
 

@@ -69,6 +69,18 @@ def launched_by_torchrun() -> bool:
     return "WORLD_SIZE" in os.environ and "RANK" in os.environ
 
 
+def refuse_torchrun(command: str) -> None:
+    """Stop ``command`` when torchrun started several processes: it is not data-parallel.
+
+    Every process would otherwise run the whole command and write the same folders at once.
+    """
+    if launched_by_torchrun() and int(os.environ["WORLD_SIZE"]) > 1:
+        raise KDistillError(
+            f"kdistill {command} runs in one process; launch it without torchrun "
+            "(only train and distill are data-parallel)"
+        )
+
+
 def backend_for(device: str) -> str:
     """NCCL when the processes train on CUDA, gloo otherwise (CPU)."""
     uses_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())

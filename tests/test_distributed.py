@@ -66,6 +66,17 @@ def test_process_group_outside_torchrun_is_rank_zero_of_one(monkeypatch):
     assert not torch.distributed.is_initialized()
 
 
+def test_commands_that_are_not_data_parallel_refuse_torchrun(monkeypatch, tmp_path):
+    from kdistill.cli import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(KDistillError, match="demo runs in one process"):
+        distributed.refuse_torchrun("demo")
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--no-progress"]) == 2
+    assert not (tmp_path / "demo").exists()
+
+
 def test_rank_seeds_differ_by_rank_and_epoch():
     seeds = {distributed.rank_seed(0, epoch, rank) for epoch in range(3) for rank in range(4)}
     assert len(seeds) == 12
