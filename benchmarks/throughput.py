@@ -1,0 +1,448 @@
+"""Throughput of kdistill's training and distillation against a matmul roofline of the same run.
+
+Usage::
+
+    python benchmarks/throughput.py            # full: MNIST-sized, ~3-6 minutes on 2 cores
+    python benchmarks/throughput.py --quick    # seconds; a smoke test (tests/test_benchmarks.py)
+
+Prints three tables (throughput, scaling over width/batch, epoch time over transfer-set size)
+and writes them with the machine, load and git commit as JSON (``--json``). Real MNIST is used
+when ``KDISTILL_DATA`` (or ``--data-dir``) holds it, random tensors of the same shape otherwise.
+
+How figures are counted:
+
+- FLOPs per example: 2 per multiply-add of every Linear layer (``flops_per_example``); a
+  training step counts 3x the forward (forward, grad-input, grad-weight); an online teacher
+  adds 1x its forward.
+- The roofline is measured here, in the same run, on the same shapes: the time of exactly the
+  matrix products a step needs (``torch.mm`` with preallocated outputs, same memory layout as
+  ``nn.Linear``; the first layer needs no grad-input), best of several trials.
+  ``roofline`` = the GFLOP/s this row would reach at that time; ``ratio`` = roofline time /
+  measured time (1.0 = the step costs nothing but its matrix products).
+- kdistill rows time one epoch of :func:`kdistill.train.fit` (its own ``seconds``, which
+  excludes the one-off caching of teacher logits; that cost is printed separately).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdistill.data import Split, load_dataset, resolve_data_dir
+from kdistill.models import build_model
+from kdistill.reports import format_table
+from kdistill.runs import git_commit
+from kdistill.train import TrainConfig, evaluate, fit, predict_logits
+
+REPO = Path(__file__).resolve().parent.parent
+TEACHER_SPEC = "mlp:1200x1200,dropout=0.5,input_dropout=0.2"
+STUDENT_SPEC = "mlp:800x800"
+INPUT_SHAPE = (1, 28, 28)
+NUM_CLASSES = 10
+TEMPERATURE = 20.0
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much work each part of the benchmark does (full or quick)."""
+
+    train_examples: int
+    test_examples: int
+    widths: tuple[int, ...]
+    batch_sizes: tuple[int, ...]
+    scaling_examples: int
+    epoch_sizes: tuple[int, ...]
+    roofline_seconds: float
+
+
+FULL = Sizes(60_000, 10_000, (30, 300, 800, 2048), (32, 64, 128, 256, 512, 1024), 6_000,
+             (6_000, 30_000, 60_000), 0.3)
+QUICK = Sizes(512, 256, (30, 300), (32, 128), 512, (256, 512), 0.02)
+
+
+# --------------------------------------------------------------------------- roofline
+
+
+def linear_shapes(model: nn.Module) -> list[tuple[int, int]]:
+    """``(in_features, out_features)`` of each ``nn.Linear``, in order."""
+    return [(m.in_features, m.out_features) for m in model.modules() if isinstance(m, nn.Linear)]
+
+
+def gemm_operands(
+    shapes: list[tuple[int, int]], batch: int, training: bool, dtype: torch.dtype
+) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """``(a, b, out)`` for each matrix product of one step, in ``nn.Linear``'s layouts."""
+    ops = []
+    for layer, (fan_in, fan_out) in enumerate(shapes):
+        x = torch.rand(batch, fan_in, dtype=dtype)
+        weight = torch.rand(fan_out, fan_in, dtype=dtype)
+        grad_y = torch.rand(batch, fan_out, dtype=dtype)
+        ops.append((x, weight.t(), torch.empty(batch, fan_out, dtype=dtype)))  # forward
+        if training:
+            ops.append((grad_y.t(), x, torch.empty(fan_out, fan_in, dtype=dtype)))  # grad-weight
+            if layer > 0:  # the input needs no gradient
+                ops.append((grad_y, weight, torch.empty(batch, fan_in, dtype=dtype)))
+    return ops
+
+
+def roofline_step_seconds(
+    shapes: list[tuple[int, int]],
+    batch: int,
+    training: bool,
+    dtype: torch.dtype = torch.float32,
+    seconds: float = 0.3,
+    trials: int = 3,
+) -> float:
+    """Best measured time of the matrix products of one step (seconds)."""
+    ops = gemm_operands(shapes, batch, training, dtype)
+
+    def run(reps: int) -> float:
+        start = time.perf_counter()
+        for _ in range(reps):
+            for a, b, out in ops:
+                torch.mm(a, b, out=out)
+        return (time.perf_counter() - start) / reps
+
+    once = run(1)  # warm-up, and a first estimate for the repetition count
+    reps = max(1, int(seconds / trials / max(once, 1e-7)))
+    return min(run(reps) for _ in range(trials))
+
+
+def step_roofline(
+    student: list[tuple[int, int]],
+    teacher: list[tuple[int, int]] | None,
+    batch: int,
+    dtype: torch.dtype,
+    seconds: float,
+) -> float:
+    """Roofline seconds per example: the student's training GEMMs plus the teacher's forward."""
+    total = roofline_step_seconds(student, batch, True, dtype, seconds)
+    if teacher is not None:
+        total += roofline_step_seconds(teacher, batch, False, dtype, seconds)
+    return total / batch
+
+
+def forward_flops(shapes: list[tuple[int, int]]) -> int:
+    """Forward FLOPs per example (2 per multiply-add)."""
+    return sum(2 * fan_in * fan_out for fan_in, fan_out in shapes)
+
+
+# --------------------------------------------------------------------------- rows
+
+
+def row(name: str, examples: int, seconds: float, flops: int, roof_per_example: float) -> dict:
+    """One table row from a measured time and the roofline time per example."""
+    return {
+        "row": name,
+        "examples_per_s": round(examples / seconds),
+        "gflops": round(flops * examples / seconds / 1e9, 1),
+        "roofline_gflops": round(flops / roof_per_example / 1e9, 1),
+        "ratio": round(roof_per_example * examples / seconds, 3),
+    }
+
+
+def fit_epoch_seconds(model: nn.Module, train: Split, config: TrainConfig, **kwargs) -> float:
+    """Seconds of one epoch of ``fit`` (its own clock: setup and caching excluded)."""
+    result = fit(model, train, config, progress=False, **kwargs)
+    return result.history[-1]["seconds"]
+
+
+def seeded_model(spec: str, seed: int = 1) -> nn.Module:
+    """A fresh model whose initial weights depend only on ``seed``."""
+    torch.manual_seed(seed)
+    return build_model(spec, INPUT_SHAPE, NUM_CLASSES)
+
+
+class PerSampleDataset(torch.utils.data.Dataset):
+    """The tutorial way: one (image, label) pair per ``__getitem__``."""
+
+    def __init__(self, split: Split) -> None:
+        self.images, self.labels = split.images, split.labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[index], self.labels[index]
+
+
+def reference_distillation(
+    student: nn.Module, teacher: nn.Module, train: Split, batch_size: int, lr: float
+) -> float:
+    """One epoch of distillation as tutorials write it; returns its seconds.
+
+    A ``DataLoader`` over a per-sample dataset, the teacher run every step under ``no_grad``
+    (not ``inference_mode``), softmax targets (not log-space), the same SGD and cosine schedule.
+    """
+    loader = torch.utils.data.DataLoader(
+        PerSampleDataset(train), batch_size=batch_size, shuffle=True
+    )
+    optimizer = torch.optim.SGD(student.parameters(), lr=lr, momentum=0.9, nesterov=True)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, len(loader))
+    teacher.eval()
+    student.train()
+    start = time.perf_counter()
+    for x, _ in loader:
+        with torch.no_grad():
+            teacher_logits = teacher(x)
+        student_logits = student(x)
+        loss = F.kl_div(
+            F.log_softmax(student_logits / TEMPERATURE, dim=1),
+            F.softmax(teacher_logits / TEMPERATURE, dim=1),
+            reduction="batchmean",
+        ) * TEMPERATURE**2
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+    return time.perf_counter() - start
+
+
+def throughput_table(
+    train: Split, test: Split, sizes: Sizes, batch_size: int, bf16: bool
+) -> tuple[list[dict], dict]:
+    """The main table: teacher, student alone, online / cached / reference distillation."""
+    n = len(train)
+    roof_s = sizes.roofline_seconds
+    t_shapes = linear_shapes(seeded_model(TEACHER_SPEC))
+    s_shapes = linear_shapes(seeded_model(STUDENT_SPEC))
+    student_flops = 3 * forward_flops(s_shapes)
+    online_flops = student_flops + forward_flops(t_shapes)
+    rows, notes = [], {}
+
+    def scored(r: dict, model: nn.Module) -> dict:
+        r["test_errors"] = evaluate(model, test)["errors"]
+        return r
+
+    # Teacher: 1200-1200, dropout, 2-pixel jitter; trained here for one epoch and then used
+    # as the teacher of every distillation row.
+    teacher = seeded_model(TEACHER_SPEC, seed=0)
+    config = TrainConfig(epochs=1, batch_size=batch_size, jitter=2, max_norm=None)
+    seconds = fit_epoch_seconds(teacher, train, config)
+    roof = step_roofline(t_shapes, None, batch_size, torch.float32, roof_s)
+    rows.append(scored(row("teacher 1200-1200 (dropout, jitter)", n, seconds,
+                           3 * forward_flops(t_shapes), roof), teacher))
+    teacher.eval()
+
+    roof_student = step_roofline(s_shapes, None, batch_size, torch.float32, roof_s)
+    roof_online = step_roofline(s_shapes, t_shapes, batch_size, torch.float32, roof_s)
+    student = seeded_model(STUDENT_SPEC)
+    seconds = fit_epoch_seconds(student, train, TrainConfig(epochs=1, batch_size=batch_size))
+    rows.append(scored(row("student 800-800 alone", n, seconds, student_flops, roof_student),
+                       student))
+
+    distill = TrainConfig(epochs=1, batch_size=batch_size, temperature=TEMPERATURE)
+    student = seeded_model(STUDENT_SPEC)
+    online = TrainConfig(**{**distill.__dict__, "cache_teacher_logits": False})
+    seconds = fit_epoch_seconds(student, train, online, teacher=teacher)
+    rows.append(scored(row("distill, teacher online", n, seconds, online_flops, roof_online),
+                       student))
+    online_seconds = seconds
+
+    start = time.perf_counter()
+    teacher_logits = predict_logits(teacher, train.images)
+    notes["cache_teacher_logits_s"] = round(time.perf_counter() - start, 3)
+    student = seeded_model(STUDENT_SPEC)
+    seconds = fit_epoch_seconds(student, train, distill, teacher_logits=teacher_logits)
+    rows.append(scored(row("distill, cached logits", n, seconds, student_flops, roof_student),
+                       student))
+    cached_seconds = seconds
+
+    student = seeded_model(STUDENT_SPEC)
+    seconds = reference_distillation(student, teacher, train, batch_size, distill.lr)
+    rows.append(scored(row("reference: DataLoader, teacher per step", n, seconds,
+                           online_flops, roof_online), student))
+    reference_seconds = seconds
+
+    if bf16:
+        roof_bf16 = step_roofline(s_shapes, None, batch_size, torch.bfloat16, roof_s)
+        student = seeded_model(STUDENT_SPEC)
+        config = TrainConfig(**{**distill.__dict__, "bf16": True})
+        seconds = fit_epoch_seconds(student, train, config, teacher_logits=teacher_logits)
+        r = row("distill, cached logits, bf16 autocast", n, seconds, student_flops, roof_bf16)
+        rows.append(scored(r, student))
+        notes["bf16_roofline_over_fp32"] = round(roof_student / roof_bf16, 2)
+
+    notes["cached_over_online"] = round(online_seconds / cached_seconds, 2)
+    notes["cached_over_reference"] = round(reference_seconds / cached_seconds, 2)
+    notes["online_over_reference"] = round(reference_seconds / online_seconds, 2)
+    return rows, notes
+
+
+def scaling_table(train: Split, sizes: Sizes) -> list[dict]:
+    """Cached distillation over student widths and batch sizes, on the same examples."""
+    subset = Split(train.images[: sizes.scaling_examples], train.labels[: sizes.scaling_examples])
+    logits = torch.randn(len(subset), NUM_CLASSES, generator=torch.Generator().manual_seed(0))
+    rows = []
+    for width in sizes.widths:
+        shapes = linear_shapes(seeded_model(f"mlp:{width}x{width}"))
+        for batch_size in sizes.batch_sizes:
+            student = seeded_model(f"mlp:{width}x{width}")
+            config = TrainConfig(epochs=1, batch_size=batch_size, temperature=TEMPERATURE)
+            seconds = fit_epoch_seconds(student, subset, config, teacher_logits=logits)
+            roof = step_roofline(shapes, None, batch_size, torch.float32, sizes.roofline_seconds)
+            r = row(f"{width}-{width}", len(subset), seconds, 3 * forward_flops(shapes), roof)
+            rows.append({"width": width, "batch": batch_size, **r})
+    return rows
+
+
+def epoch_size_table(train: Split, sizes: Sizes, batch_size: int) -> list[dict]:
+    """Wall time of one cached-logits distillation epoch of the 800-800 student over n examples."""
+    rows = []
+    for n in sizes.epoch_sizes:
+        subset = Split(train.images[:n], train.labels[:n])
+        logits = torch.randn(n, NUM_CLASSES, generator=torch.Generator().manual_seed(0))
+        student = seeded_model(STUDENT_SPEC)
+        config = TrainConfig(epochs=1, batch_size=batch_size, temperature=TEMPERATURE)
+        seconds = fit_epoch_seconds(student, subset, config, teacher_logits=logits)
+        rows.append({"examples": n, "epoch_s": round(seconds, 3),
+                     "us_per_example": round(seconds / n * 1e6, 2)})
+    return rows
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def peak_rss_mb(command: list[str]) -> float:
+    """Peak resident set size of ``command`` (MiB), measured by a fresh parent process."""
+    probe = (
+        "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, "
+        "stdout=subprocess.DEVNULL); "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe, *command], check=True,
+                         capture_output=True, text=True)
+    return int(out.stdout.split()[-1]) / 1024  # Linux reports KiB
+
+
+def memory_table(data_dir: Path, epochs: int) -> list[dict]:
+    """Peak RSS of the CLI's MNIST teacher training and distillation (separate processes)."""
+    cli = [sys.executable, "-m", "kdistill"]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        teacher_run = str(Path(tmp, "teacher"))
+        common = ["--dataset", "mnist", "--data-dir", str(data_dir), "--epochs", str(epochs),
+                  "--no-progress"]
+        for name, args in [
+            ("kdistill train (teacher, jitter 2)", ["train", *common, "--jitter", "2",
+                                                    "--out", teacher_run]),
+            ("kdistill distill (cached logits)", ["distill", *common, "--teacher", teacher_run,
+                                                  "--out", str(Path(tmp, "student"))]),
+        ]:
+            start = time.perf_counter()
+            rss = peak_rss_mb([*cli, *args])
+            rows.append({"command": name, "epochs": epochs, "peak_rss_mb": round(rss),
+                         "wall_s": round(time.perf_counter() - start, 1)})
+    return rows
+
+
+# --------------------------------------------------------------------------- main
+
+
+def load_data(data_dir: str | None, sizes: Sizes) -> tuple[Split, Split, str]:
+    """Real MNIST (first n examples) when present, random tensors of its shape otherwise."""
+    root = resolve_data_dir(data_dir)
+    if data_dir or os.environ.get("KDISTILL_DATA"):
+        if (root / "mnist").is_dir() or (root / "train-images-idx3-ubyte.gz").is_file():
+            data = load_dataset("mnist", root)
+            n, m = sizes.train_examples, sizes.test_examples
+            return Split(data.train.images[:n], data.train.labels[:n]), Split(
+                data.test.images[:m], data.test.labels[:m]), "mnist"
+    g = torch.Generator().manual_seed(0)
+
+    def fake(n: int) -> Split:
+        return Split(torch.rand(n, *INPUT_SHAPE, generator=g),
+                     torch.randint(0, NUM_CLASSES, (n,), generator=g))
+
+    return fake(sizes.train_examples), fake(sizes.test_examples), "random"
+
+
+def machine() -> dict:
+    """Where and when the figures were taken."""
+    return {
+        "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "loadavg": [round(x, 2) for x in os.getloadavg()],
+        "git_commit": git_commit(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark, print its tables and write them as JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--data-dir", help="folder holding mnist/ (default $KDISTILL_DATA)")
+    parser.add_argument("--json", default=None, help="output file (default benchmarks/results/"
+                        "throughput[-quick].json)")
+    parser.add_argument("--no-bf16", action="store_true", help="skip the bf16 autocast row")
+    parser.add_argument("--no-scaling", action="store_true", help="skip the scaling tables")
+    parser.add_argument("--memory-epochs", type=int, default=1,
+                        help="epochs of the peak-RSS runs (full mode with real MNIST; 0 skips)")
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    torch.manual_seed(0)
+
+    info = machine()
+    train, test, source = load_data(args.data_dir, sizes)
+    info.update(data=source, train_examples=len(train), batch_size=args.batch_size)
+    print(f"kdistill throughput: {source} data, {len(train)} examples, batch {args.batch_size}, "
+          f"{info['torch_threads']} threads, load {info['loadavg']}, commit {info['git_commit']}")
+
+    bf16 = not args.no_bf16 and _bf16_matmul_works()
+    rows, notes = throughput_table(train, test, sizes, args.batch_size, bf16)
+    print(format_table(rows))
+    print("  ".join(f"{k}={v}" for k, v in notes.items()))
+    result = {"machine": info, "throughput": rows, "ratios": notes}
+
+    if not args.no_scaling:
+        result["scaling"] = scaling_table(train, sizes)
+        print(format_table([{k: v for k, v in r.items() if k != "row"}
+                            for r in result["scaling"]]))
+        result["epoch_time"] = epoch_size_table(train, sizes, args.batch_size)
+        print(format_table(result["epoch_time"]))
+
+    if not args.quick and source == "mnist" and args.memory_epochs > 0:
+        result["memory"] = memory_table(resolve_data_dir(args.data_dir), args.memory_epochs)
+        print(format_table(result["memory"]))
+
+    info["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    info["peak_rss_mb_benchmark"] = round(
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    default = "throughput-quick.json" if args.quick else "throughput.json"
+    path = Path(args.json) if args.json else REPO / "benchmarks" / "results" / default
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"load at end {info['loadavg_end']}; written to {path}")
+    return 0
+
+
+def _bf16_matmul_works() -> bool:
+    try:
+        a = torch.ones(2, 2, dtype=torch.bfloat16)
+        return bool(math.isclose(float((a @ a)[0, 0]), 2.0))
+    except RuntimeError:
+        return False
+
+
+if __name__ == "__main__":
+    sys.exit(main())

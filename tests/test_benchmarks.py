@@ -1,0 +1,70 @@
+"""The benchmark's --quick mode runs and writes a complete, self-consistent table.
+
+Correctness only: no timing is asserted (figures depend on the machine and its load).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+
+from pathlib import Path
+
+import torch
+
+BENCHMARK = Path(__file__).resolve().parent.parent / "benchmarks" / "throughput.py"
+
+
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location("kdistill_benchmark_throughput", BENCHMARK)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quick_mode_writes_every_table(tmp_path, monkeypatch):
+    monkeypatch.delenv("KDISTILL_DATA", raising=False)  # random tensors: no data needed
+    bench = load_benchmark()
+    out = tmp_path / "quick.json"
+    assert bench.main(["--quick", "--json", str(out), "--no-bf16"]) == 0
+    result = json.loads(out.read_text())
+
+    names = [r["row"] for r in result["throughput"]]
+    assert names == [
+        "teacher 1200-1200 (dropout, jitter)",
+        "student 800-800 alone",
+        "distill, teacher online",
+        "distill, cached logits",
+        "reference: DataLoader, teacher per step",
+    ]
+    for r in result["throughput"]:
+        assert r["examples_per_s"] > 0 and r["roofline_gflops"] > 0
+        # ratio is roofline time / measured time, i.e. achieved / roofline GFLOP/s
+        assert math.isclose(r["ratio"], r["gflops"] / r["roofline_gflops"], rel_tol=0.1, abs_tol=0.01)
+        assert 0 <= r["test_errors"] <= result["machine"]["train_examples"]
+    assert set(result["ratios"]) >= {"cached_over_online", "cached_over_reference"}
+    sizes = bench.QUICK
+    assert [(r["width"], r["batch"]) for r in result["scaling"]] == [
+        (w, b) for w in sizes.widths for b in sizes.batch_sizes
+    ]
+    assert [r["examples"] for r in result["epoch_time"]] == list(sizes.epoch_sizes)
+    assert result["machine"]["data"] == "random"
+
+
+def test_flop_count_and_roofline_operands_match_nn_linear():
+    bench = load_benchmark()
+    model = bench.seeded_model("mlp:800x800")
+    shapes = bench.linear_shapes(model)
+    assert shapes == [(784, 800), (800, 800), (800, 10)]
+    assert bench.forward_flops(shapes) == 2 * (784 * 800 + 800 * 800 + 800 * 10)
+    ops = bench.gemm_operands(shapes, batch=4, training=True, dtype=torch.float32)
+    # forward + grad-weight for each layer, grad-input for all but the first
+    assert len(ops) == 3 * len(shapes) - 1
+    for a, b, out in ops:
+        assert torch.mm(a, b).shape == out.shape
+    flops = sum(2 * a.shape[0] * a.shape[1] * b.shape[1] for a, b, _ in ops)
+    first_grad_input = 2 * 4 * 784 * 800
+    assert flops == 3 * 4 * bench.forward_flops(shapes) - first_grad_input
