@@ -35,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -69,8 +69,15 @@ class Sizes:
     roofline_seconds: float
 
 
-FULL = Sizes(60_000, 10_000, (30, 300, 800, 2048), (32, 64, 128, 256, 512, 1024), 6_000,
-             (6_000, 30_000, 60_000), 0.3)
+FULL = Sizes(
+    60_000,
+    10_000,
+    (30, 300, 800, 2048),
+    (32, 64, 128, 256, 512, 1024),
+    6_000,
+    (6_000, 30_000, 60_000),
+    0.3,
+)
 QUICK = Sizes(512, 256, (30, 300), (32, 128), 512, (256, 512), 0.02)
 
 
@@ -200,11 +207,14 @@ def reference_distillation(
         with torch.no_grad():
             teacher_logits = teacher(x)
         student_logits = student(x)
-        loss = F.kl_div(
-            F.log_softmax(student_logits / TEMPERATURE, dim=1),
-            F.softmax(teacher_logits / TEMPERATURE, dim=1),
-            reduction="batchmean",
-        ) * TEMPERATURE**2
+        loss = (
+            F.kl_div(
+                F.log_softmax(student_logits / TEMPERATURE, dim=1),
+                F.softmax(teacher_logits / TEMPERATURE, dim=1),
+                reduction="batchmean",
+            )
+            * TEMPERATURE**2
+        )
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -234,23 +244,31 @@ def throughput_table(
     config = TrainConfig(epochs=1, batch_size=batch_size, jitter=2, max_norm=None)
     seconds = fit_epoch_seconds(teacher, train, config)
     roof = step_roofline(t_shapes, None, batch_size, torch.float32, roof_s)
-    rows.append(scored(row("teacher 1200-1200 (dropout, jitter)", n, seconds,
-                           3 * forward_flops(t_shapes), roof), teacher))
+    rows.append(
+        scored(
+            row(
+                "teacher 1200-1200 (dropout, jitter)", n, seconds, 3 * forward_flops(t_shapes), roof
+            ),
+            teacher,
+        )
+    )
     teacher.eval()
 
     roof_student = step_roofline(s_shapes, None, batch_size, torch.float32, roof_s)
     roof_online = step_roofline(s_shapes, t_shapes, batch_size, torch.float32, roof_s)
     student = seeded_model(STUDENT_SPEC)
     seconds = fit_epoch_seconds(student, train, TrainConfig(epochs=1, batch_size=batch_size))
-    rows.append(scored(row("student 800-800 alone", n, seconds, student_flops, roof_student),
-                       student))
+    rows.append(
+        scored(row("student 800-800 alone", n, seconds, student_flops, roof_student), student)
+    )
 
     distill = TrainConfig(epochs=1, batch_size=batch_size, temperature=TEMPERATURE)
     student = seeded_model(STUDENT_SPEC)
     online = TrainConfig(**{**distill.__dict__, "cache_teacher_logits": False})
     seconds = fit_epoch_seconds(student, train, online, teacher=teacher)
-    rows.append(scored(row("distill, teacher online", n, seconds, online_flops, roof_online),
-                       student))
+    rows.append(
+        scored(row("distill, teacher online", n, seconds, online_flops, roof_online), student)
+    )
     online_seconds = seconds
 
     start = time.perf_counter()
@@ -258,14 +276,19 @@ def throughput_table(
     notes["cache_teacher_logits_s"] = round(time.perf_counter() - start, 3)
     student = seeded_model(STUDENT_SPEC)
     seconds = fit_epoch_seconds(student, train, distill, teacher_logits=teacher_logits)
-    rows.append(scored(row("distill, cached logits", n, seconds, student_flops, roof_student),
-                       student))
+    rows.append(
+        scored(row("distill, cached logits", n, seconds, student_flops, roof_student), student)
+    )
     cached_seconds = seconds
 
     student = seeded_model(STUDENT_SPEC)
     seconds = reference_distillation(student, teacher, train, batch_size, distill.lr)
-    rows.append(scored(row("reference: DataLoader, teacher per step", n, seconds,
-                           online_flops, roof_online), student))
+    rows.append(
+        scored(
+            row("reference: DataLoader, teacher per step", n, seconds, online_flops, roof_online),
+            student,
+        )
+    )
     reference_seconds = seconds
 
     if bf16:
@@ -309,8 +332,13 @@ def epoch_size_table(train: Split, sizes: Sizes, batch_size: int) -> list[dict]:
         student = seeded_model(STUDENT_SPEC)
         config = TrainConfig(epochs=1, batch_size=batch_size, temperature=TEMPERATURE)
         seconds = fit_epoch_seconds(student, subset, config, teacher_logits=logits)
-        rows.append({"examples": n, "epoch_s": round(seconds, 3),
-                     "us_per_example": round(seconds / n * 1e6, 2)})
+        rows.append(
+            {
+                "examples": n,
+                "epoch_s": round(seconds, 3),
+                "us_per_example": round(seconds / n * 1e6, 2),
+            }
+        )
     return rows
 
 
@@ -324,8 +352,9 @@ def peak_rss_mb(command: list[str]) -> float:
         "stdout=subprocess.DEVNULL); "
         "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
     )
-    out = subprocess.run([sys.executable, "-c", probe, *command], check=True,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", probe, *command], check=True, capture_output=True, text=True
+    )
     return int(out.stdout.split()[-1]) / 1024  # Linux reports KiB
 
 
@@ -335,18 +364,35 @@ def memory_table(data_dir: Path, epochs: int) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         teacher_run = str(Path(tmp, "teacher"))
-        common = ["--dataset", "mnist", "--data-dir", str(data_dir), "--epochs", str(epochs),
-                  "--no-progress"]
+        common = [
+            "--dataset",
+            "mnist",
+            "--data-dir",
+            str(data_dir),
+            "--epochs",
+            str(epochs),
+            "--no-progress",
+        ]
         for name, args in [
-            ("kdistill train (teacher, jitter 2)", ["train", *common, "--jitter", "2",
-                                                    "--out", teacher_run]),
-            ("kdistill distill (cached logits)", ["distill", *common, "--teacher", teacher_run,
-                                                  "--out", str(Path(tmp, "student"))]),
+            (
+                "kdistill train (teacher, jitter 2)",
+                ["train", *common, "--jitter", "2", "--out", teacher_run],
+            ),
+            (
+                "kdistill distill (cached logits)",
+                ["distill", *common, "--teacher", teacher_run, "--out", str(Path(tmp, "student"))],
+            ),
         ]:
             start = time.perf_counter()
             rss = peak_rss_mb([*cli, *args])
-            rows.append({"command": name, "epochs": epochs, "peak_rss_mb": round(rss),
-                         "wall_s": round(time.perf_counter() - start, 1)})
+            rows.append(
+                {
+                    "command": name,
+                    "epochs": epochs,
+                    "peak_rss_mb": round(rss),
+                    "wall_s": round(time.perf_counter() - start, 1),
+                }
+            )
     return rows
 
 
@@ -360,13 +406,18 @@ def load_data(data_dir: str | None, sizes: Sizes) -> tuple[Split, Split, str]:
         if (root / "mnist").is_dir() or (root / "train-images-idx3-ubyte.gz").is_file():
             data = load_dataset("mnist", root)
             n, m = sizes.train_examples, sizes.test_examples
-            return Split(data.train.images[:n], data.train.labels[:n]), Split(
-                data.test.images[:m], data.test.labels[:m]), "mnist"
+            return (
+                Split(data.train.images[:n], data.train.labels[:n]),
+                Split(data.test.images[:m], data.test.labels[:m]),
+                "mnist",
+            )
     g = torch.Generator().manual_seed(0)
 
     def fake(n: int) -> Split:
-        return Split(torch.rand(n, *INPUT_SHAPE, generator=g),
-                     torch.randint(0, NUM_CLASSES, (n,), generator=g))
+        return Split(
+            torch.rand(n, *INPUT_SHAPE, generator=g),
+            torch.randint(0, NUM_CLASSES, (n,), generator=g),
+        )
 
     return fake(sizes.train_examples), fake(sizes.test_examples), "random"
 
@@ -391,22 +442,46 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument(
+        "--examples",
+        type=int,
+        help="training examples of the main table (default 60000, or 512 with --quick)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads (default: torch's own); "
+        "1 is much faster on a machine whose cores are busy with other work",
+    )
     parser.add_argument("--data-dir", help="folder holding mnist/ (default $KDISTILL_DATA)")
-    parser.add_argument("--json", default=None, help="output file (default benchmarks/results/"
-                        "throughput[-quick].json)")
+    parser.add_argument(
+        "--json",
+        default=None,
+        help="output file (default benchmarks/results/throughput[-quick].json)",
+    )
     parser.add_argument("--no-bf16", action="store_true", help="skip the bf16 autocast row")
     parser.add_argument("--no-scaling", action="store_true", help="skip the scaling tables")
-    parser.add_argument("--memory-epochs", type=int, default=1,
-                        help="epochs of the peak-RSS runs (full mode with real MNIST; 0 skips)")
+    parser.add_argument(
+        "--memory-epochs",
+        type=int,
+        default=1,
+        help="epochs of the peak-RSS runs (full mode with real MNIST; 0 skips)",
+    )
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
+    if args.examples:
+        sizes = replace(sizes, train_examples=args.examples)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
     info = machine()
     train, test, source = load_data(args.data_dir, sizes)
     info.update(data=source, train_examples=len(train), batch_size=args.batch_size)
-    print(f"kdistill throughput: {source} data, {len(train)} examples, batch {args.batch_size}, "
-          f"{info['torch_threads']} threads, load {info['loadavg']}, commit {info['git_commit']}")
+    print(
+        f"kdistill throughput: {source} data, {len(train)} examples, batch {args.batch_size}, "
+        f"{info['torch_threads']} threads, load {info['loadavg']}, commit {info['git_commit']}"
+    )
 
     bf16 = not args.no_bf16 and _bf16_matmul_works()
     rows, notes = throughput_table(train, test, sizes, args.batch_size, bf16)
@@ -416,8 +491,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.no_scaling:
         result["scaling"] = scaling_table(train, sizes)
-        print(format_table([{k: v for k, v in r.items() if k != "row"}
-                            for r in result["scaling"]]))
+        print(format_table([{k: v for k, v in r.items() if k != "row"} for r in result["scaling"]]))
         result["epoch_time"] = epoch_size_table(train, sizes, args.batch_size)
         print(format_table(result["epoch_time"]))
 
@@ -426,8 +500,7 @@ def main(argv: list[str] | None = None) -> int:
         print(format_table(result["memory"]))
 
     info["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
-    info["peak_rss_mb_benchmark"] = round(
-        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    info["peak_rss_mb_benchmark"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     default = "throughput-quick.json" if args.quick else "throughput.json"
     path = Path(args.json) if args.json else REPO / "benchmarks" / "results" / default
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,6 @@ import importlib.util
 import json
 import math
 import sys
-
 from pathlib import Path
 
 import torch
@@ -43,7 +42,9 @@ def test_quick_mode_writes_every_table(tmp_path, monkeypatch):
     for r in result["throughput"]:
         assert r["examples_per_s"] > 0 and r["roofline_gflops"] > 0
         # ratio is roofline time / measured time, i.e. achieved / roofline GFLOP/s
-        assert math.isclose(r["ratio"], r["gflops"] / r["roofline_gflops"], rel_tol=0.1, abs_tol=0.01)
+        assert math.isclose(
+            r["ratio"], r["gflops"] / r["roofline_gflops"], rel_tol=0.1, abs_tol=0.01
+        )
         assert 0 <= r["test_errors"] <= result["machine"]["train_examples"]
     assert set(result["ratios"]) >= {"cached_over_online", "cached_over_reference"}
     sizes = bench.QUICK
