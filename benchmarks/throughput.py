@@ -25,6 +25,14 @@ How figures are counted:
 
 from __future__ import annotations
 
+# isort: off
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this clone's kdistill
+import kdistill  # noqa: E402, F401  (before torch: it sets OMP_WAIT_POLICY; kdistill/_openmp.py)
+
+# isort: on
 import argparse
 import json
 import math
@@ -300,10 +308,40 @@ def throughput_table(
         rows.append(scored(r, student))
         notes["bf16_roofline_over_fp32"] = round(roof_student / roof_bf16, 2)
 
+    notes["teacher_logits"] = teacher_logits  # for the bf16 accuracy table; dropped from JSON
     notes["cached_over_online"] = round(online_seconds / cached_seconds, 2)
     notes["cached_over_reference"] = round(reference_seconds / cached_seconds, 2)
     notes["online_over_reference"] = round(reference_seconds / online_seconds, 2)
     return rows, notes
+
+
+def bf16_accuracy_table(
+    train: Split,
+    test: Split,
+    teacher_logits: torch.Tensor,
+    epochs: int,
+    seeds: tuple[int, ...],
+    batch_size: int,
+) -> list[dict]:
+    """Test errors of cached-logits distillation in fp32 and with bf16 autocast, per seed."""
+    rows = []
+    for seed in seeds:
+        for bf16 in (False, True):
+            student = seeded_model(STUDENT_SPEC, seed=seed)
+            config = TrainConfig(
+                epochs=epochs, batch_size=batch_size, temperature=TEMPERATURE, seed=seed, bf16=bf16
+            )
+            result = fit(student, train, config, teacher_logits=teacher_logits, progress=False)
+            rows.append(
+                {
+                    "seed": seed,
+                    "precision": "bf16 autocast" if bf16 else "fp32",
+                    "epochs": epochs,
+                    "train_s": round(sum(r["seconds"] for r in result.history), 1),
+                    "test_errors": evaluate(student, test)["errors"],
+                }
+            )
+    return rows
 
 
 def scaling_table(train: Split, sizes: Sizes) -> list[dict]:
@@ -431,6 +469,7 @@ def machine() -> dict:
         "cpu": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "loadavg": [round(x, 2) for x in os.getloadavg()],
         "git_commit": git_commit(),
@@ -460,6 +499,13 @@ def main(argv: list[str] | None = None) -> int:
         help="output file (default benchmarks/results/throughput[-quick].json)",
     )
     parser.add_argument("--no-bf16", action="store_true", help="skip the bf16 autocast row")
+    parser.add_argument(
+        "--bf16-epochs",
+        type=int,
+        default=None,
+        help="epochs of the fp32-vs-bf16 test-error runs, 2 seeds each "
+        "(default 3, or 0 with --quick)",
+    )
     parser.add_argument("--no-scaling", action="store_true", help="skip the scaling tables")
     parser.add_argument(
         "--memory-epochs",
@@ -469,6 +515,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
+    if args.bf16_epochs is None:
+        args.bf16_epochs = 0 if args.quick else 3
     if args.examples:
         sizes = replace(sizes, train_examples=args.examples)
     if args.threads:
@@ -486,8 +534,14 @@ def main(argv: list[str] | None = None) -> int:
     bf16 = not args.no_bf16 and _bf16_matmul_works()
     rows, notes = throughput_table(train, test, sizes, args.batch_size, bf16)
     print(format_table(rows))
+    teacher_logits = notes.pop("teacher_logits")
     print("  ".join(f"{k}={v}" for k, v in notes.items()))
     result = {"machine": info, "throughput": rows, "ratios": notes}
+    if bf16 and args.bf16_epochs > 0:
+        result["bf16_accuracy"] = bf16_accuracy_table(
+            train, test, teacher_logits, args.bf16_epochs, (1, 2), args.batch_size
+        )
+        print(format_table(result["bf16_accuracy"]))
 
     if not args.no_scaling:
         result["scaling"] = scaling_table(train, sizes)

@@ -1,5 +1,6 @@
 """kdistill: knowledge distillation for PyTorch (Hinton, Vinyals & Dean 2015)."""
 
+import kdistill._openmp  # noqa: F401  (first: it must run before torch is imported)
 from kdistill.data import Dataset, Split, load_dataset
 from kdistill.errors import KDistillError
 from kdistill.losses import (
