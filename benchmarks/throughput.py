@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdistill.data import Split, load_dataset, resolve_data_dir
+from kdistill.data import Split, batch_indices, load_dataset, resolve_data_dir
 from kdistill.models import build_model
 from kdistill.reports import format_table
 from kdistill.runs import git_commit
@@ -230,6 +230,21 @@ def reference_distillation(
     return time.perf_counter() - start
 
 
+def batching_seconds(train: Split, batch_size: int) -> tuple[float, float]:
+    """Seconds to draw one epoch of batches: a per-sample ``DataLoader`` vs kdistill's slices."""
+    loader = torch.utils.data.DataLoader(
+        PerSampleDataset(train), batch_size=batch_size, shuffle=True
+    )
+    start = time.perf_counter()
+    for _ in loader:
+        pass
+    middle = time.perf_counter()
+    generator = torch.Generator().manual_seed(0)
+    for index in batch_indices(len(train), batch_size, generator):
+        train.images[index], train.labels[index]
+    return middle - start, time.perf_counter() - middle
+
+
 def throughput_table(
     train: Split, test: Split, sizes: Sizes, batch_size: int, bf16: bool
 ) -> tuple[list[dict], dict]:
@@ -309,6 +324,9 @@ def throughput_table(
         notes["bf16_roofline_over_fp32"] = round(roof_student / roof_bf16, 2)
 
     notes["teacher_logits"] = teacher_logits  # for the bf16 accuracy table; dropped from JSON
+    loader_s, slices_s = batching_seconds(train, batch_size)
+    notes["batching_epoch_s_dataloader"] = round(loader_s, 3)
+    notes["batching_epoch_s_kdistill"] = round(slices_s, 3)
     notes["cached_over_online"] = round(online_seconds / cached_seconds, 2)
     notes["cached_over_reference"] = round(reference_seconds / cached_seconds, 2)
     notes["online_over_reference"] = round(reference_seconds / online_seconds, 2)
