@@ -54,7 +54,7 @@ from kdistill.data import Split, batch_indices, load_dataset, resolve_data_dir
 from kdistill.models import build_model
 from kdistill.reports import format_table
 from kdistill.runs import git_commit
-from kdistill.train import TrainConfig, evaluate, fit, predict_logits
+from kdistill.train import TrainConfig, evaluate, fit, predict_logits, resolve_device
 
 REPO = Path(__file__).resolve().parent.parent
 TEACHER_SPEC = "mlp:1200x1200,dropout=0.5,input_dropout=0.2"
@@ -62,6 +62,7 @@ STUDENT_SPEC = "mlp:800x800"
 INPUT_SHAPE = (1, 28, 28)
 NUM_CLASSES = 10
 TEMPERATURE = 20.0
+DEVICE = resolve_device("auto")  # where fit trains: CUDA when present
 
 
 @dataclass(frozen=True)
@@ -102,15 +103,17 @@ def gemm_operands(
 ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """``(a, b, out)`` for each matrix product of one step, in ``nn.Linear``'s layouts."""
     ops = []
+
+    def new(*shape: int) -> torch.Tensor:
+        return torch.rand(*shape, dtype=dtype, device=DEVICE)
+
     for layer, (fan_in, fan_out) in enumerate(shapes):
-        x = torch.rand(batch, fan_in, dtype=dtype)
-        weight = torch.rand(fan_out, fan_in, dtype=dtype)
-        grad_y = torch.rand(batch, fan_out, dtype=dtype)
-        ops.append((x, weight.t(), torch.empty(batch, fan_out, dtype=dtype)))  # forward
+        x, weight, grad_y = new(batch, fan_in), new(fan_out, fan_in), new(batch, fan_out)
+        ops.append((x, weight.t(), new(batch, fan_out)))  # forward
         if training:
-            ops.append((grad_y.t(), x, torch.empty(fan_out, fan_in, dtype=dtype)))  # grad-weight
+            ops.append((grad_y.t(), x, new(fan_out, fan_in)))  # grad-weight
             if layer > 0:  # the input needs no gradient
-                ops.append((grad_y, weight, torch.empty(batch, fan_in, dtype=dtype)))
+                ops.append((grad_y, weight, new(batch, fan_in)))  # grad-input
     return ops
 
 
@@ -130,6 +133,7 @@ def roofline_step_seconds(
         for _ in range(reps):
             for a, b, out in ops:
                 torch.mm(a, b, out=out)
+        synchronize()
         return (time.perf_counter() - start) / reps
 
     once = run(1)  # warm-up, and a first estimate for the repetition count
@@ -206,12 +210,13 @@ def reference_distillation(
     loader = torch.utils.data.DataLoader(
         PerSampleDataset(train), batch_size=batch_size, shuffle=True
     )
+    teacher.to(DEVICE).eval()
+    student.to(DEVICE).train()
     optimizer = torch.optim.SGD(student.parameters(), lr=lr, momentum=0.9, nesterov=True)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, len(loader))
-    teacher.eval()
-    student.train()
     start = time.perf_counter()
     for x, _ in loader:
+        x = x.to(DEVICE)  # the tutorial way: a host-to-device copy per batch
         with torch.no_grad():
             teacher_logits = teacher(x)
         student_logits = student(x)
@@ -227,7 +232,14 @@ def reference_distillation(
         loss.backward()
         optimizer.step()
         scheduler.step()
+    synchronize()
     return time.perf_counter() - start
+
+
+def synchronize() -> None:
+    """Wait for queued GPU work, so that a clock reads the time it took."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
 
 
 def batching_seconds(train: Split, batch_size: int) -> tuple[float, float]:
