@@ -480,12 +480,13 @@ def memory_table(data_dir: Path, epochs: int) -> list[dict]:
 
 
 def load_data(data_dir: str | None, sizes: Sizes) -> tuple[Split, Split, str]:
-    """Real MNIST (first n examples) when present, random tensors of its shape otherwise."""
+    """Real MNIST when present, random tensors of its shape otherwise (enough for every table)."""
     root = resolve_data_dir(data_dir)
     if data_dir or os.environ.get("KDISTILL_DATA"):
         if (root / "mnist").is_dir() or (root / "train-images-idx3-ubyte.gz").is_file():
             data = load_dataset("mnist", root)
-            n, m = sizes.train_examples, sizes.test_examples
+            n = max(sizes.train_examples, *sizes.epoch_sizes, sizes.scaling_examples)
+            m = sizes.test_examples
             return (
                 Split(data.train.images[:n], data.train.labels[:n]),
                 Split(data.test.images[:m], data.test.labels[:m]),
@@ -499,7 +500,8 @@ def load_data(data_dir: str | None, sizes: Sizes) -> tuple[Split, Split, str]:
             torch.randint(0, NUM_CLASSES, (n,), generator=g),
         )
 
-    return fake(sizes.train_examples), fake(sizes.test_examples), "random"
+    n = max(sizes.train_examples, *sizes.epoch_sizes, sizes.scaling_examples)
+    return fake(n), fake(sizes.test_examples), "random"
 
 
 def machine() -> dict:
@@ -566,7 +568,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
 
     info = machine()
-    train, test, source = load_data(args.data_dir, sizes)
+    data, test, source = load_data(args.data_dir, sizes)
+    n = sizes.train_examples
+    train = Split(data.images[:n], data.labels[:n])  # the main and bf16 tables' training set
     info.update(data=source, train_examples=len(train), batch_size=args.batch_size)
     print(
         f"kdistill throughput: {source} data, {len(train)} examples, batch {args.batch_size}, "
@@ -586,9 +590,9 @@ def main(argv: list[str] | None = None) -> int:
         print(format_table(result["bf16_accuracy"]))
 
     if not args.no_scaling:
-        result["scaling"] = scaling_table(train, sizes)
+        result["scaling"] = scaling_table(data, sizes)
         print(format_table([{k: v for k, v in r.items() if k != "row"} for r in result["scaling"]]))
-        result["epoch_time"] = epoch_size_table(train, sizes, args.batch_size)
+        result["epoch_time"] = epoch_size_table(data, sizes, args.batch_size)
         print(format_table(result["epoch_time"]))
 
     if not args.quick and source == "mnist" and args.memory_epochs > 0:
