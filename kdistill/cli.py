@@ -108,6 +108,24 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--download", action="store_true", help="fetch missing data files")
     evaluate.set_defaults(handler=_cmd_evaluate)
 
+    reproduce = commands.add_parser(
+        "reproduce", help="run a paper's experiments and report paper vs measured"
+    )
+    reproduce.add_argument("paper", choices=["hinton2015"], help="the paper to reproduce")
+    reproduce.add_argument(
+        "--profile",
+        default="quick",
+        choices=["quick", "paper"],
+        help="quick: every experiment, small and short (minutes); paper: the full protocol",
+    )
+    reproduce.add_argument(
+        "--seeds", type=int, default=1, help="seeds for the cheap rows (default 1)"
+    )
+    reproduce.add_argument("--data-dir", help="folder with mnist/ and fashion-mnist/")
+    reproduce.add_argument("--out", help="output folder (default runs/<paper>-<profile>)")
+    reproduce.add_argument("--no-progress", action="store_true", help="no progress bars")
+    reproduce.set_defaults(handler=_cmd_reproduce)
+
     demo = commands.add_parser(
         "demo", help="teacher, student alone and distilled student on the bundled digits"
     )
@@ -382,6 +400,21 @@ def _parse_shifts(items: list[str]) -> dict[int, float]:
         if not eq:
             raise KDistillError(f"--bias-shift takes CLASS=VALUE, e.g. 3=3.5; got {item!r}")
     return shifts
+
+
+def _cmd_reproduce(args: argparse.Namespace, argv: list[str]) -> int:
+    from kdistill.experiments.hinton2015 import reproduce
+
+    out = Path(args.out or f"runs/{args.paper}-{args.profile}")
+    reproduce(
+        args.profile,
+        out,
+        args.data_dir,
+        args.seeds,
+        progress=not args.no_progress,
+        argv=["kdistill", *argv],
+    )
+    return 0
 
 
 def _cmd_demo(args: argparse.Namespace, argv: list[str]) -> int:

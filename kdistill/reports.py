@@ -136,3 +136,50 @@ def plot_heatmap(
     ax.set_yticks(range(len(row_labels)), row_labels)
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     return save_figure(fig, path)
+
+
+def plot_lines(
+    series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    path: str | Path,
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    logx: bool = False,
+) -> Path:
+    """One line per entry of ``series`` (``label -> (xs, ys)``) on one axis."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for label, (xs, ys) in series.items():
+        ax.plot(xs, ys, marker="o", label=label)
+    if logx:
+        ax.set_xscale("log")
+        ticks = sorted({x for xs, _ in series.values() for x in xs})
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.minorticks_off()
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return save_figure(fig, path)
+
+
+def plot_grouped_bars(
+    panels: Mapping[str, Mapping[str, Sequence[float]]],
+    path: str | Path,
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+) -> Path:
+    """One panel per entry of ``panels``; in each, grouped bars (one bar per series and x)."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+    for ax, (name, bars) in zip(axes[0], panels.items(), strict=True):
+        width = 0.8 / max(1, len(bars))
+        for i, (label, values) in enumerate(bars.items()):
+            xs = [x + (i - (len(bars) - 1) / 2) * width for x in range(len(values))]
+            ax.bar(xs, values, width=width, label=label)
+        ax.set_xticks(range(len(next(iter(bars.values()), []))))
+        ax.set(xlabel=xlabel, ylabel=ylabel, title=name)
+        ax.grid(alpha=0.3, axis="y")
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    return save_figure(fig, path)

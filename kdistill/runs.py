@@ -33,7 +33,14 @@ from kdistill.checkpoint import (
     has_checkpoint,
     save_safetensors,
 )
-from kdistill.data import Dataset, Split, drop_classes, keep_classes, load_dataset
+from kdistill.data import (
+    Dataset,
+    Split,
+    drop_classes,
+    keep_classes,
+    load_dataset,
+    train_val_split,
+)
 from kdistill.data import stratified_fraction as take_fraction
 from kdistill.errors import KDistillError
 from kdistill.models import build_model, count_parameters, flops_per_example, inference_throughput
@@ -59,6 +66,7 @@ class RunSpec:
     keep_classes: list[int] = field(default_factory=list)
     train_fraction: float = 1.0
     teacher_model: str | None = None  # the model spec of state_dict teacher files
+    holdout_fraction: float = 0.0  # stratified part of the training split kept out (seeded)
 
     @classmethod
     def from_dict(cls, data: dict) -> RunSpec:
@@ -177,6 +185,8 @@ def _start_folder(out: Path, config: dict, resume: bool, seed: int, argv: list[s
 def transfer_split(train: Split, spec: RunSpec) -> Split:
     """The examples of ``train`` that ``spec`` trains on: dropped/kept classes, a fraction."""
     split = train
+    if spec.holdout_fraction > 0:  # never trained on, e.g. to choose a bias shift honestly
+        split, _ = train_val_split(train, spec.holdout_fraction, spec.train.seed)
     if spec.drop_classes:
         split = drop_classes(split, spec.drop_classes)
     if spec.keep_classes:
@@ -184,6 +194,13 @@ def transfer_split(train: Split, spec: RunSpec) -> Split:
     if spec.train_fraction < 1:
         split = take_fraction(split, spec.train_fraction, spec.train.seed)
     return split
+
+
+def holdout_split(train: Split, spec: RunSpec) -> Split:
+    """The held-out part of ``train`` that ``spec`` (with ``holdout_fraction`` > 0) never sees."""
+    if spec.holdout_fraction <= 0:
+        raise KDistillError("this run keeps no held-out part: set holdout_fraction")
+    return train_val_split(train, spec.holdout_fraction, spec.train.seed)[1]
 
 
 @functools.lru_cache(maxsize=2)

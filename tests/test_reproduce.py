@@ -1,0 +1,167 @@
+"""`kdistill reproduce hinton2015`: the plan as data, the bias-shift search, and the quick profile
+end to end on real MNIST (report shape and the directions of the paper's main effects)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from kdistill.cli import main
+from kdistill.errors import KDistillError
+from kdistill.experiments import hinton2015 as h
+from kdistill.models import build_model, shift_output_bias_
+from kdistill.runs import RunSpec, holdout_split, transfer_split
+from kdistill.train import predict_logits
+from tests.conftest import make_split
+
+
+def test_plan_declares_every_experiment_once_with_teachers_first(tmp_path: Path) -> None:
+    the_plan = h.plan(h.PROFILES["paper"], tmp_path, seeds=3)
+    keys = list(the_plan.runs)
+    assert keys[0] == h.teacher_key()
+    teacher_folder = str((tmp_path / h.teacher_key()).resolve())
+    for key, spec in the_plan.runs.items():
+        for teacher in spec.teachers:  # every teacher is a run planned before its student
+            assert keys.index(str(Path(teacher).relative_to(tmp_path.resolve()))) < keys.index(key)
+    main_distilled = the_plan.runs[h.distill_key(800, 20, 2)]
+    assert main_distilled.teachers == [teacher_folder]
+    assert main_distilled.train.temperature == 20 and main_distilled.train.jitter == 0
+    assert main_distilled.model == "mlp:800x800"
+    # 3 widths x 7 temperatures; the 800 / T=20 cell is the main table's distilled run
+    assert sum(k.startswith("mnist/distill-") and k.endswith("seed0") for k in keys) == 21
+    # the MNIST ensemble reuses the student-alone runs as its first members
+    assert h.hard_key("mnist", "mlp:800x800", 0) in keys
+    members = the_plan.runs[h.ensemble_key("mnist", the_plan.profile)].teachers
+    assert len(members) == 10 and len(set(members)) == 10
+    omit = the_plan.runs[h.omit_key(1)]
+    assert omit.drop_classes == [3] and omit.holdout_fraction > 0 and omit.train.seed == 1
+
+
+def test_paper_teacher_is_the_plain_train_command(tmp_path: Path) -> None:
+    """A teacher made by `kdistill train` with the documented flags is reused, not retrained."""
+    from kdistill.cli import _train_config, build_parser
+
+    args = build_parser().parse_args(
+        "train --dataset mnist --model mlp:1200x1200,dropout=0.5,input_dropout=0.2 "
+        "--max-norm 3.5 --jitter 2 --epochs 60 --lr 0.1 --seed 0".split()
+    )
+    command = RunSpec(model=args.model, dataset="mnist", train=_train_config(args))
+    planned = h.plan(h.PROFILES["paper"], tmp_path).runs[h.teacher_key()]
+    assert h._comparable(vars(command) | {"train": vars(command.train)}) == h._comparable(
+        vars(planned) | {"train": vars(planned.train)}
+    )
+
+
+def test_a_finished_run_with_another_config_is_refused(tmp_path: Path) -> None:
+    spec = RunSpec(model="mlp:8", dataset="digits")
+    (tmp_path / "config.json").write_text(json.dumps({"kind": "train", **_as_dict(spec)}))
+    h.check_same_run(tmp_path, spec)  # the same spec passes
+    with pytest.raises(KDistillError, match="another config"):
+        h.check_same_run(tmp_path, replace(spec, model="mlp:9"))
+
+
+def _as_dict(spec: RunSpec) -> dict:
+    from dataclasses import asdict
+
+    return asdict(spec)
+
+
+def test_holdout_is_disjoint_from_the_transfer_set() -> None:
+    train = make_split(n=400, classes=4)
+    train.images[:, 0, 0, 0] = torch.arange(400, dtype=torch.float32)  # an id per example
+    spec = RunSpec(model="mlp:8", holdout_fraction=0.25, drop_classes=[1])
+    seen = set(transfer_split(train, spec).images[:, 0, 0, 0].tolist())
+    held = holdout_split(train, spec)
+    assert len(held) == 100 and set(held.labels.tolist()) == {0, 1, 2, 3}
+    assert not seen & set(held.images[:, 0, 0, 0].tolist())
+    assert len(seen) == 300 - 75
+
+
+def test_choose_shift_finds_the_bias_that_repairs_a_missing_class() -> None:
+    torch.manual_seed(0)
+    labels = torch.arange(1000) % 4
+    logits = 4 * torch.nn.functional.one_hot(labels, 4).float() + torch.randn(1000, 4)
+    logits[:, 2] -= 6.0  # class 2's bias far too low, as after a transfer set without 2s
+    shift = h.choose_shift(logits, labels, [2], +1.0)
+    assert 5.0 <= shift <= 7.0
+    assert (h._shifted(logits, [2], shift).argmax(1) != labels).sum() < (
+        logits.argmax(1) != labels
+    ).sum()
+    # lowering two biases that are too high: the search goes the other way
+    logits[:, 2] += 6.0
+    logits[:, [0, 1]] += 5.0
+    assert -6.0 <= h.choose_shift(logits, labels, [0, 1], -1.0) <= -4.0
+
+
+def test_a_shift_of_the_logits_is_a_shift_of_the_output_bias() -> None:
+    model = build_model("mlp:16", (1, 6, 6), 4)
+    images = make_split(n=32).images
+    before = predict_logits(model, images)
+    shift_output_bias_(model, {3: 2.5})
+    assert torch.allclose(predict_logits(model, images), h._shifted(before, [3], 2.5), atol=1e-6)
+
+
+def test_bad_profile_and_seeds_are_one_line_errors(tmp_path: Path, capsys) -> None:
+    with pytest.raises(KDistillError, match="seeds"):
+        h.plan(h.PROFILES["quick"], tmp_path, seeds=0)
+    assert main(["reproduce", "hinton2015", "--seeds", "0", "--out", str(tmp_path)]) == 2
+    assert "kdistill: error: --seeds must be >= 1" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def quick(shared_data: Path, tmp_path_factory) -> tuple[Path, list[str]]:
+    """The quick profile, run once for the module (a few minutes on 2 cores)."""
+    out = tmp_path_factory.mktemp("hinton2015-quick")
+    lines: list[str] = []
+    h.reproduce("quick", out, str(shared_data), progress=False, log=lines.append)
+    return out, lines
+
+
+def test_quick_profile_writes_the_report(quick: tuple[Path, list[str]]) -> None:
+    out, lines = quick
+    the_plan = h.plan(h.PROFILES["quick"], out)
+    assert len([line for line in lines if line.startswith("[")]) == len(the_plan.runs)
+    records = json.loads((out / "results.json").read_text())
+    keys = {"experiment", "row", "paper", "measured", "std", "seeds", "unit"}
+    assert all(keys <= set(record) for record in records)
+    experiments = {record["experiment"][:2] for record in records}
+    assert experiments == {"1.", "2.", "3.", "4.", "5.", "6."}
+    report = (out / "REPORT.md").read_text()
+    assert "| row" in report and "paper" in report and "## Worse than the paper" in report
+    for png in ("width_temperature.png", "main_curves.png", "soft_targets.png", "bias_shift.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+        assert f"]({png})" in report
+    assert json.loads((out / "meta.json").read_text())["runs"] == len(the_plan.runs)
+
+
+def test_quick_profile_shows_the_papers_directions(quick: tuple[Path, list[str]]) -> None:
+    out, _ = quick
+    rows = {(r["experiment"][:2], r["row"]): r["measured"] for r in _records(out)}
+    alone = rows[("1.", "student 800-800 alone")]
+    distilled = rows[("1.", "student 800-800 distilled, T=20")]
+    assert distilled < alone
+    before = rows[("3.", "test errors")]
+    for how in ("chosen on test (paper)", "chosen on held-out training data"):
+        assert rows[("3.", f"test errors, shift {how}")] < before
+        assert rows[("3.", f"errors on 3s, shift {how}")] < rows[("3.", "errors on the test 3s")]
+        assert rows[("3.", f"bias shift {how}")] > 0
+        assert rows[("4.", f"bias shift {how}")] < 0
+
+
+def test_a_finished_reproduction_is_not_run_again(quick: tuple[Path, list[str]]) -> None:
+    out, _ = quick
+    lines: list[str] = []
+    data_dir = json.loads((out / h.teacher_key() / "config.json").read_text())["data_dir"]
+    before = _records(out)
+    h.reproduce("quick", out, data_dir, progress=False, log=lines.append)
+    runs = [line for line in lines if line.startswith("[")]
+    assert runs and all("already done" in line for line in runs)
+    assert _records(out) == before
+
+
+def _records(out: Path) -> list[dict]:
+    return json.loads((out / "results.json").read_text())
