@@ -47,7 +47,7 @@ def test_paper_teacher_is_the_plain_train_command(tmp_path: Path) -> None:
 
     args = build_parser().parse_args(
         "train --dataset mnist --model mlp:1200x1200,dropout=0.5,input_dropout=0.2 "
-        "--max-norm 3.5 --jitter 2 --epochs 60 --lr 0.1 --seed 0".split()
+        "--max-norm 3.5 --jitter 2 --epochs 200 --lr 0.1 --seed 0".split()
     )
     command = RunSpec(model=args.model, dataset="mnist", train=_train_config(args))
     planned = h.plan(h.PROFILES["paper"], tmp_path).runs[h.teacher_key()]

