@@ -101,7 +101,10 @@ def plot_soft_targets(
             ax.set_xticks(range(c), names, fontsize=7)
             if row == 0:
                 ax.set_title(f"T = {temperature:g}")
-    fig.suptitle("Teacher soft targets: a higher T spreads probability over the wrong classes")
+    fig.suptitle(
+        "Teacher soft targets: a higher T spreads probability over the wrong classes",
+        y=1 + 0.2 / k,  # above the column titles, however many rows
+    )
     return save_figure(fig, path)
 
 

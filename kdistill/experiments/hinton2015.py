@@ -122,7 +122,7 @@ PROFILES = {
         student=TrainConfig(epochs=12, lr=0.1),
         distill=TrainConfig(epochs=12, lr=0.02, temperature=MAIN_TEMPERATURE, alpha=0.9),
         widths=(800, 300, 30),
-        temperatures=(1.0, 4.0, 20.0),
+        temperatures=(4.0, 20.0),
         holdout_fraction=0.1,
         ensemble_model="mlp:100x100",
         ensemble_size=3,
@@ -770,9 +770,11 @@ def _plots(the_plan: Plan, out: Path) -> list[str]:
     teacher, _ = load_run_model(out / teacher_key())
     test = cached_dataset("mnist", the_plan.data_dir).test
     logits = predict_logits(teacher, test.images[:2000])
-    right = logits.argmax(1) == test.labels[:2000]
-    entropy = -(logits.softmax(1) * logits.log_softmax(1)).sum(1)
-    index = int(torch.where(right, entropy, torch.tensor(-1.0)).argmax())  # most uncertain
+    # A confidently right digit (top probability 0.9-0.99 at T = 1) with the most probability on
+    # its runner-up: nearly one-hot at T = 1, and the similarity structure shows as T rises.
+    top2 = logits.softmax(1).topk(2, dim=1).values
+    eligible = (logits.argmax(1) == test.labels[:2000]) & (top2[:, 0] > 0.9) & (top2[:, 0] < 0.99)
+    index = int(torch.where(eligible, top2[:, 1], torch.tensor(-1.0)).argmax())
     plot_soft_targets(
         logits[index : index + 1],
         SOFT_TARGET_TEMPERATURES,
