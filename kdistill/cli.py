@@ -34,9 +34,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line too (the full usage is one ``--help`` away)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"kdistill: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every sub-command."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="kdistill", description="Knowledge distillation (Hinton, Vinyals & Dean 2015)."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

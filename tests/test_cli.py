@@ -130,6 +130,11 @@ def test_more_one_line_errors(tmp_path, capsys):
         "no checkpoint to resume from",
     )
     _one_line_error(capsys, ["evaluate", str(tmp_path / "nope")], "is not a finished kdistill run")
+    with pytest.raises(SystemExit) as exit_info:  # argparse's own errors: one line as well
+        main(["distill", "--model", "mlp:8"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the following arguments are required: --teacher" in err[0]
 
 
 def test_demo_distilled_student_beats_student_alone(tmp_path, capsys):
