@@ -409,6 +409,34 @@ def _row(
     }
 
 
+def _bias_shift_rows(
+    experiment: str,
+    studies: Sequence[dict],
+    paper_shift: float,
+    shift_unit: str,
+    outcomes: Sequence[tuple[str, float, str, Callable[[list[int]], float]]],
+    epochs: str,
+) -> list[dict]:
+    """Rows for the shift chosen on test (as the paper did) and on held-out training data.
+
+    For each choice: the shift found, then each outcome ``(name, paper figure, unit,
+    per-class test errors -> value)`` after that shift.
+    """
+    rows = []
+    for where, paper in (("test", paper_shift), ("held-out", None)):
+        label = "chosen on test (paper)" if where == "test" else "chosen on held-out training data"
+        shifts = [st[where]["shift"] for st in studies]
+        rows.append(
+            _row(experiment, f"bias shift {label}", paper, shifts, shift_unit, epochs, None)
+        )
+        for name, paper_value, unit, value_of in outcomes:
+            values = [value_of(st[where]["per_class"]) for st in studies]
+            rows.append(
+                _row(experiment, f"{name}, shift {label}", paper_value, values, unit, epochs)
+            )
+    return rows
+
+
 def _epochs(spec: RunSpec, metrics: Sequence[dict]) -> str:
     if spec.train.patience is None:
         return str(spec.train.epochs)
@@ -523,39 +551,22 @@ def results(the_plan: Plan, out: Path) -> list[dict]:
             ep,
         )
     )
-    for where, paper_shift in (("test", PAPER["omit3_shift"]), ("held-out", None)):
-        label = "chosen on test (paper)" if where == "test" else "chosen on held-out training data"
-        rows.append(
-            _row(
-                exp,
-                f"bias shift {label}",
-                paper_shift,
-                [st[where]["shift"] for st in studies],
-                "added to the 3's bias",
-                ep,
-                None,
-            )
-        )
-        rows.append(
-            _row(
-                exp,
-                f"test errors, shift {label}",
-                PAPER["omit3_shifted_errors"],
-                [sum(st[where]["per_class"]) for st in studies],
-                unit,
-                ep,
-            )
-        )
-        rows.append(
-            _row(
-                exp,
-                f"errors on 3s, shift {label}",
+    rows += _bias_shift_rows(
+        exp,
+        studies,
+        PAPER["omit3_shift"],
+        "added to the 3's bias",
+        [
+            ("test errors", PAPER["omit3_shifted_errors"], unit, sum),
+            (
+                f"errors on {OMITTED_CLASS}s",
                 PAPER["omit3_shifted_errors_on_3"],
-                [st[where]["per_class"][OMITTED_CLASS] for st in studies],
                 unit,
-                ep,
-            )
-        )
+                lambda per_class: per_class[OMITTED_CLASS],
+            ),
+        ],
+        ep,
+    )
 
     exp = "4. transfer set of only 7s and 8s (MNIST)"
     studies78 = [
@@ -573,29 +584,21 @@ def results(the_plan: Plan, out: Path) -> list[dict]:
             ep,
         )
     )
-    for where, paper_shift in (("test", PAPER["only78_shift"]), ("held-out", None)):
-        label = "chosen on test (paper)" if where == "test" else "chosen on held-out training data"
-        rows.append(
-            _row(
-                exp,
-                f"bias shift {label}",
-                paper_shift,
-                [st[where]["shift"] for st in studies78],
-                "added to 7 and 8 biases",
-                ep,
-                None,
-            )
-        )
-        rows.append(
-            _row(
-                exp,
-                f"test error, shift {label}",
+    rows += _bias_shift_rows(
+        exp,
+        studies78,
+        PAPER["only78_shift"],
+        "added to 7 and 8 biases",
+        [
+            (
+                "test error",
                 PAPER["only78_shifted_error"],
-                [sum(st[where]["per_class"]) / 100 for st in studies78],
                 pct,
-                ep,
+                lambda per_class: sum(per_class) / 100,
             )
-        )
+        ],
+        ep,
+    )
 
     for dataset in p.ensemble_datasets:
         exp = f"5. ensemble of {p.ensemble_size} into one model ({dataset})"
