@@ -33,10 +33,12 @@ def test_plan_declares_every_experiment_once_with_teachers_first(tmp_path: Path)
     assert main_distilled.model == "mlp:800x800"
     # 3 widths x 7 temperatures; the 800 / T=20 cell is the main table's distilled run
     assert sum(k.startswith("mnist/distill-") and k.endswith("seed0") for k in keys) == 21
-    # the MNIST ensemble reuses the student-alone runs as its first members
-    assert h.hard_key("mnist", "mlp:800x800", 0) in keys
-    members = the_plan.runs[h.ensemble_key("mnist", the_plan.profile)].teachers
-    assert len(members) == 10 and len(set(members)) == 10
+    # the ensembles: 10 members from seeds 0..9, each planned once, distilled into their size
+    for dataset in ("mnist", "fashion-mnist"):
+        distilled = the_plan.runs[h.ensemble_key(dataset, the_plan.profile)]
+        members = [str(Path(m).relative_to(tmp_path.resolve())) for m in distilled.teachers]
+        assert members == [h.hard_key(dataset, "mlp:300x300", k) for k in range(10)]
+        assert distilled.model == "mlp:300x300" and distilled.dataset == dataset
     omit = the_plan.runs[h.omit_key(1)]
     assert omit.drop_classes == [3] and omit.holdout_fraction > 0 and omit.train.seed == 1
 
