@@ -247,72 +247,25 @@ def fit(
     for member in members:
         member.to(device).eval().requires_grad_(False)
     data_gen = torch.Generator(device=device).manual_seed(config.seed)
+    train_images = train_labels = None
     if stream is None:
         train_images, train_labels = train.images.to(device), train.labels.to(device)
-
-    soft_log_probs = None  # cached teacher soft targets (log), (N, C)
-    if (
-        distilling
-        and config.alpha > 0
-        and (config.jitter == 0 or teacher_logits is not None)
-        and (stream is None or stream.indexed)
-    ):
-        cacheable = stream is None or stream.is_deterministic()  # no random augmentation
-        if teacher_logits is None and config.cache_teacher_logits and cacheable:
-            if stream is None:  # each rank runs the teacher on its shard, then all gather
-                shard = distributed.shard_slice(len(train), ctx.rank, ctx.world_size)
-                teacher_logits = predict_logits(
-                    teacher, train_images[shard], config.eval_batch_size, config.bf16
-                )
-                teacher_logits = distributed.all_gather_rows(teacher_logits, len(train), dim=-2)
-            else:
-                teacher_logits = _predict_batches(
-                    teacher, stream, config.eval_batch_size, config.bf16
-                )[0]
-        if teacher_logits is not None:
-            source = teacher_logits.to(device)
-            soft_log_probs = log_soft_targets(
-                list(source) if source.dim() == 3 else source, config.temperature
-            ).clone()  # a normal tensor, usable outside inference mode
-            if soft_log_probs.shape != (len(stream or train), num_classes):
-                raise KDistillError(
-                    f"teacher logits have shape {tuple(source.shape)}, expected "
-                    f"({len(stream or train)}, {num_classes}) for this transfer set"
-                )
+    soft_log_probs = None  # the teacher's cached soft targets (log), (N, C)
+    if distilling:
+        soft_log_probs = _cached_soft_targets(
+            teacher, train_images, stream, teacher_logits, config, num_classes, device
+        )
 
     optimizer = _make_optimizer(model, config)
     global_batch = config.batch_size * ctx.world_size
     steps_per_epoch = math.ceil(len(train) / global_batch) if stream is None else stream.steps
     scheduler = _make_scheduler(optimizer, config, steps_per_epoch * config.epochs)
 
-    result = FitResult()
-    start_epoch, best_val, bad_epochs, best_state = 0, math.inf, 0, None
-    if resume:  # rank 0 reads its checkpoint and sends it to the other ranks
-        state = distributed.on_main(
-            lambda: load_checkpoint(checkpoint_dir, "cpu" if ctx.distributed else device)
+    result, loop = FitResult(), _Loop()
+    if resume:
+        loop = _restore(
+            checkpoint_dir, config, device, model, optimizer, scheduler, data_gen, result
         )
-        if state.get("world_size", 1) != ctx.world_size:
-            raise KDistillError(
-                f"the checkpoint in {checkpoint_dir} was made by {state.get('world_size', 1)} "
-                f"process(es), not {ctx.world_size}: resume with the same torchrun "
-                "--nproc_per_node/--nnodes (the global batch must not change)"
-            )
-        if state["config"] != asdict(config):
-            raise KDistillError(
-                f"the checkpoint in {checkpoint_dir} was made with another config; "
-                "resume with the same command, or use a new --out"
-            )
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng_cpu"].cpu())
-        data_gen.set_state(state["rng_data"].cpu())
-        if device.type == "cuda":
-            torch.cuda.set_rng_state(state["rng_cuda"].cpu(), device)
-        result.history = state["history"]
-        start_epoch, best_val, bad_epochs = state["epoch"], state["best_val"], state["bad_epochs"]
-        best_state = state["best_model"]
-        result.best_epoch = state["best_epoch"]
     elif checkpoint_dir is not None and distributed.on_main(lambda: has_checkpoint(checkpoint_dir)):
         raise KDistillError(
             f"{checkpoint_dir} already holds a checkpoint: pass --resume to continue it, "
@@ -321,7 +274,7 @@ def fit(
 
     bar = tqdm(
         total=steps_per_epoch * config.epochs,
-        initial=steps_per_epoch * start_epoch,
+        initial=steps_per_epoch * loop.epoch,
         disable=not (progress and ctx.is_main),
         desc="distill" if distilling else "train",
         unit="step",
@@ -331,7 +284,7 @@ def fit(
     started = time.perf_counter()
     step_losses = torch.zeros(steps_per_epoch, device=device)
     net = distributed.wrap(model, device)  # DDP averages gradients across ranks
-    for epoch in range(start_epoch, config.epochs):
+    for epoch in range(loop.epoch, config.epochs):
         model.train()
         epoch_start = time.perf_counter()
         if ctx.distributed:  # each rank its own dropout masks, reproducible on resume
@@ -388,56 +341,161 @@ def fit(
             "train_loss": float(epoch_losses.mean()),
             "seconds": round(time.perf_counter() - epoch_start, 3),
         }
-        if val is not None:
-            scored = distributed.evaluate(model, val, config.eval_batch_size, config.bf16)
-            row["val_errors"], row["val_loss"] = scored["errors"], scored["loss"]
-        if test is not None:
-            scored = distributed.evaluate(model, test, config.eval_batch_size, config.bf16)
-            row["test_errors"], row["test_loss"] = scored["errors"], scored["loss"]
+        for name, split in (("val", val), ("test", test)):
+            if split is not None:
+                scored = distributed.evaluate(model, split, config.eval_batch_size, config.bf16)
+                row[f"{name}_errors"], row[f"{name}_loss"] = scored["errors"], scored["loss"]
         result.history.append(row)
         bar.set_postfix(
             {k: row[k] for k in ("train_loss", "val_errors", "test_errors") if k in row}
         )
 
-        stop = False
+        loop.epoch, stop = epoch + 1, False
         if val is not None:
-            if row["val_errors"] < best_val:
-                best_val, bad_epochs, result.best_epoch = row["val_errors"], 0, epoch + 1
-                best_state = copy.deepcopy(model.state_dict())
+            if row["val_errors"] < loop.best_val:
+                loop.best_val, loop.bad_epochs, result.best_epoch = row["val_errors"], 0, epoch + 1
+                loop.best_state = copy.deepcopy(model.state_dict())
             else:
-                bad_epochs += 1
-                stop = config.patience is not None and bad_epochs >= config.patience
+                loop.bad_epochs += 1
+                stop = config.patience is not None and loop.bad_epochs >= config.patience
         if checkpoint_dir is not None and ctx.is_main:
-            save_checkpoint(
-                checkpoint_dir,
-                {
-                    "config": asdict(config),
-                    "epoch": epoch + 1,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "rng_cpu": torch.get_rng_state(),
-                    "rng_data": data_gen.get_state(),
-                    "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                    "history": result.history,
-                    "best_val": best_val,
-                    "bad_epochs": bad_epochs,
-                    "best_epoch": result.best_epoch,
-                    "best_model": best_state,
-                    "world_size": ctx.world_size,
-                },
-                epoch + 1,
-            )
+            state = _checkpoint_state(config, loop, result, model, optimizer, scheduler, data_gen)
+            save_checkpoint(checkpoint_dir, state, epoch + 1)
         if on_epoch is not None:
             on_epoch(result.history)
         if stop:
             result.stopped_early = True
             break
     bar.close()
-    if best_state is not None and config.patience is not None:
-        model.load_state_dict(best_state)
+    if loop.best_state is not None and config.patience is not None:
+        model.load_state_dict(loop.best_state)
     result.seconds = time.perf_counter() - started
     return result
+
+
+@dataclass
+class _Loop:
+    """Where the epoch loop stands: what a checkpoint must restore besides the weights."""
+
+    epoch: int = 0  # epochs done
+    best_val: float = math.inf
+    bad_epochs: int = 0
+    best_state: dict | None = None  # weights at the best validation error
+
+
+def _cached_soft_targets(
+    teacher: Teacher,
+    train_images: Tensor | None,
+    stream,
+    teacher_logits: Tensor | None,
+    config: TrainConfig,
+    num_classes: int,
+    device: torch.device,
+) -> Tensor | None:
+    """The teacher's log soft targets for every transfer example, or None to run it online.
+
+    Cached when the transfer set is the same every epoch (no jitter, no random transforms) and
+    batches carry example indices; ``teacher_logits`` given by the caller are always used.
+    """
+    if config.alpha == 0 or (config.jitter and teacher_logits is None):
+        return None
+    if stream is not None and not stream.indexed:
+        return None
+    size = len(train_images) if stream is None else len(stream)
+    cacheable = stream is None or stream.is_deterministic()  # no random augmentation
+    if teacher_logits is None and config.cache_teacher_logits and cacheable:
+        if stream is None:  # each rank runs the teacher on its shard, then all gather
+            ctx = distributed.context()
+            shard = distributed.shard_slice(size, ctx.rank, ctx.world_size)
+            teacher_logits = predict_logits(
+                teacher, train_images[shard], config.eval_batch_size, config.bf16
+            )
+            teacher_logits = distributed.all_gather_rows(teacher_logits, size, dim=-2)
+        else:
+            teacher_logits = _predict_batches(teacher, stream, config.eval_batch_size, config.bf16)[
+                0
+            ]
+    if teacher_logits is None:
+        return None
+    source = teacher_logits.to(device)
+    soft_log_probs = log_soft_targets(
+        list(source) if source.dim() == 3 else source, config.temperature
+    ).clone()  # a normal tensor, usable outside inference mode
+    if soft_log_probs.shape != (size, num_classes):
+        raise KDistillError(
+            f"teacher logits have shape {tuple(source.shape)}, expected "
+            f"({size}, {num_classes}) for this transfer set"
+        )
+    return soft_log_probs
+
+
+def _checkpoint_state(
+    config: TrainConfig,
+    loop: _Loop,
+    result: FitResult,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    data_gen: torch.Generator,
+) -> dict:
+    """Everything needed to continue the run bit for bit after ``loop.epoch`` epochs."""
+    device = data_gen.device
+    return {
+        "config": asdict(config),
+        "epoch": loop.epoch,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng_cpu": torch.get_rng_state(),
+        "rng_data": data_gen.get_state(),
+        "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        "history": result.history,
+        "best_val": loop.best_val,
+        "bad_epochs": loop.bad_epochs,
+        "best_epoch": result.best_epoch,
+        "best_model": loop.best_state,
+        "world_size": distributed.context().world_size,
+    }
+
+
+def _restore(
+    checkpoint_dir: str | Path | None,
+    config: TrainConfig,
+    device: torch.device,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    data_gen: torch.Generator,
+    result: FitResult,
+) -> _Loop:
+    """Load the checkpoint into the model, optimizer, schedule, generators and ``result``.
+
+    Returns where the epoch loop stood. Rank 0 reads the file and sends it to the other ranks.
+    """
+    ctx = distributed.context()
+    state = distributed.on_main(
+        lambda: load_checkpoint(checkpoint_dir, "cpu" if ctx.distributed else device)
+    )
+    if state.get("world_size", 1) != ctx.world_size:
+        raise KDistillError(
+            f"the checkpoint in {checkpoint_dir} was made by {state.get('world_size', 1)} "
+            f"process(es), not {ctx.world_size}: resume with the same torchrun "
+            "--nproc_per_node/--nnodes (the global batch must not change)"
+        )
+    if state["config"] != asdict(config):
+        raise KDistillError(
+            f"the checkpoint in {checkpoint_dir} was made with another config; "
+            "resume with the same command, or use a new --out"
+        )
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng_cpu"].cpu())
+    data_gen.set_state(state["rng_data"].cpu())
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(state["rng_cuda"].cpu(), device)
+    result.history, result.best_epoch = state["history"], state["best_epoch"]
+    return _Loop(state["epoch"], state["best_val"], state["bad_epochs"], state["best_model"])
 
 
 def _device_batches(batches, device: torch.device, num_classes: int):
