@@ -137,7 +137,12 @@ def test_quick_profile_writes_the_report(quick: tuple[Path, list[str]]) -> None:
     for png in ("width_temperature.png", "main_curves.png", "soft_targets.png", "bias_shift.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
         assert f"]({png})" in report
-    assert json.loads((out / "meta.json").read_text())["runs"] == len(the_plan.runs)
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["runs"] == len(the_plan.runs)
+    # every run's commit is listed (here all the same: this checkout's)
+    assert sum(meta["run_commits"].values()) == len(the_plan.runs)
+    assert set(meta["run_commits"]) == {meta["environment"]["git_commit"]}
+    assert f"`{meta['environment']['git_commit']}` ({len(the_plan.runs)})" in report
 
 
 def test_quick_profile_shows_the_papers_directions(quick: tuple[Path, list[str]]) -> None:

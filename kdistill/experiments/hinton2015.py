@@ -25,6 +25,7 @@ import re
 import statistics
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -687,17 +688,23 @@ def write_report(
     ]
     atomic_write_json(out / "results.json", records)
     train_seconds = sum(_metrics(out / k)["train_seconds"] for k in the_plan.runs)
+    # A reproduction resumed across sessions has runs from several commits: list them all.
+    run_commits = Counter(
+        json.loads((out / k / "meta.json").read_text())["git_commit"] for k in the_plan.runs
+    )
     meta = {
         "command": " ".join(argv),
         "profile": p.name,
         "seeds": the_plan.seeds,
         "runs": len(the_plan.runs),
         "train_seconds_all_runs": round(train_seconds, 1),
+        "run_commits": dict(run_commits),
         "this_invocation_seconds": round(seconds, 1),
         "environment": environment(0, list(argv)),
     }
     atomic_write_json(out / "meta.json", meta)
     plots = _plots(the_plan, out)
+    env = meta["environment"]
 
     lines = [
         "# Hinton, Vinyals & Dean (2015): paper vs measured",
@@ -706,8 +713,10 @@ def write_report(
         f"- profile: `{p.name}`" + (f" ({p.note})" if p.note else ""),
         f"- seeds: {the_plan.seeds} for the cheap rows (the teacher, the width x T grid and "
         "the ensembles use one)",
-        f"- commit: `{meta['environment']['git_commit']}`, torch {meta['environment']['torch']}, "
-        f"{meta['environment']['cpu_count']} CPUs, cuda: {meta['environment']['cuda']}",
+        f"- report written at commit `{env['git_commit']}`, torch {env['torch']}, "
+        f"{env['cpu_count']} CPUs, cuda: {env['cuda']}",
+        "- runs made at commits: "
+        + ", ".join(f"`{commit}` ({n})" for commit, n in run_commits.most_common()),
         f"- training time, all {len(the_plan.runs)} runs: {train_seconds / 60:.1f} min; "
         f"this invocation: {seconds / 60:.1f} min",
         "- measured: mean over seeds (+- sample std); the paper's figures for experiments 5 and "
