@@ -177,6 +177,9 @@ def _add_run_arguments(
         "--schedule", default=defaults.schedule, choices=["cosine", "constant", "linear"]
     )
     parser.add_argument("--max-norm", type=float, help="max L2 norm of each unit's weights")
+    parser.add_argument(
+        "--grad-clip", type=float, help="clip the gradient's global L2 norm to this, every step"
+    )
     parser.add_argument("--jitter", type=int, default=0, help="random shifts of up to N pixels")
     parser.add_argument("--val-fraction", type=float, default=0.0, help="held-out fraction")
     parser.add_argument("--patience", type=int, help="early stopping patience (epochs)")

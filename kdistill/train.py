@@ -56,6 +56,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     schedule: str = "cosine"  # "cosine" (to 0 over the run), "constant" or "linear"
     max_norm: float | None = None  # max L2 norm of each unit's incoming weights
+    grad_clip: float | None = None  # max L2 norm of the whole gradient, per step
     jitter: int = 0  # translate inputs by up to this many pixels
     temperature: float = 1.0
     alpha: float = 1.0
@@ -83,6 +84,8 @@ class TrainConfig:
             raise KDistillError(f"learning rate must be > 0, got {self.lr}")
         if self.max_norm is not None and not self.max_norm > 0:
             raise KDistillError(f"max-norm must be > 0, got {self.max_norm}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise KDistillError(f"gradient clipping norm must be > 0, got {self.grad_clip}")
         if self.jitter < 0:
             raise KDistillError(f"jitter must be >= 0 pixels, got {self.jitter}")
         if not 0 <= self.val_fraction < 1:
@@ -322,6 +325,8 @@ def fit(
                 loss = loss * share if len(index) else 0 * logits.sum()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if config.grad_clip is not None:  # no host sync: the norm stays on the device
+                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip, foreach=True)
             optimizer.step()
             scheduler.step()
             if config.max_norm is not None:

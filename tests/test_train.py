@@ -110,6 +110,28 @@ def test_resume_needs_a_checkpoint_and_a_fresh_run_refuses_to_overwrite(tiny_spl
         fit(_model(), tiny_split, config, checkpoint_dir=tmp_path, progress=False)
 
 
+def test_grad_clip_bounds_the_norm_of_each_step(tiny_split):
+    # One full-batch step of plain SGD at lr 1 moves the weights by exactly the gradient.
+    config = TrainConfig(
+        epochs=1, batch_size=len(tiny_split), lr=1.0, momentum=0.0, schedule="constant"
+    )
+
+    def step_norm(grad_clip: float | None) -> float:
+        model = _model()
+        before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+        fit(
+            model,
+            tiny_split,
+            TrainConfig(**{**config.__dict__, "grad_clip": grad_clip}),
+            progress=False,
+        )
+        after = torch.cat([p.detach().flatten() for p in model.parameters()])
+        return float((after - before).norm())
+
+    assert step_norm(None) > 0.1
+    assert step_norm(0.01) == pytest.approx(0.01, rel=1e-4)
+
+
 def test_ensemble_teacher(tiny_split, trained_teacher):
     other = _model("mlp:8", seed=7)
     fit(other, tiny_split, TrainConfig(epochs=2, batch_size=32), progress=False)
@@ -182,6 +204,7 @@ def test_model_that_cannot_take_the_inputs(tiny_split):
         ({"patience": 3}, "needs a validation split"),
         ({"jitter": -1}, "jitter must be >= 0"),
         ({"lr": 0.0}, "learning rate must be > 0"),
+        ({"grad_clip": 0.0}, "gradient clipping norm must be > 0"),
     ],
 )
 def test_bad_config(changes, message):
