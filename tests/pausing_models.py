@@ -21,13 +21,15 @@ MARKER = "KDISTILL_TEST_PAUSE_MARKER"
 class PausingMLP(nn.Module):
     """An MLP with dropout that, when asked, writes a marker file and sleeps at one step."""
 
-    def __init__(self, hidden: int = 32, classes: int = 10, inputs: int = 64) -> None:
+    def __init__(
+        self, hidden: int = 32, classes: int = 10, inputs: int = 64, dropout: float = 0.2
+    ) -> None:
         super().__init__()
         self.net = nn.Sequential(
             nn.Flatten(),
             nn.Linear(inputs, hidden),
             nn.ReLU(),
-            nn.Dropout(0.2),
+            nn.Dropout(dropout),
             nn.Linear(hidden, classes),
         )
         self.training_steps = 0
@@ -42,9 +44,9 @@ class PausingMLP(nn.Module):
         return self.net(x)
 
 
-def pausing_mlp(hidden: int = 32) -> nn.Module:
+def pausing_mlp(hidden: int = 32, dropout: float = 0.2) -> nn.Module:
     """The 8x8-digits MLP used by the kill-and-resume tests."""
-    return PausingMLP(hidden)
+    return PausingMLP(hidden, dropout=dropout)
 
 
 def small_cnn(channels: int = 8) -> nn.Module:

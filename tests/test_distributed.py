@@ -121,18 +121,19 @@ def _torchrun_command(args: list[str], nproc: int = 2) -> list[str]:
     ]
 
 
-def _env() -> dict:
+def _env(**extra: str) -> dict:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    path = [str(REPO), str(REPO / "tests"), env.get("PYTHONPATH", "")]
+    env["PYTHONPATH"] = os.pathsep.join(p for p in path if p)
     env["KDISTILL_DIST_TIMEOUT"] = "60"  # no collective waits longer for a silent peer
-    return env
+    return {**env, **extra}
 
 
-def _start(args: list[str]) -> subprocess.Popen:
+def _start(args: list[str], **env: str) -> subprocess.Popen:
     # its own session, so that a timeout can stop torchrun and every rank it started
     return subprocess.Popen(
         _torchrun_command(args),
-        env=_env(),
+        env=_env(**env),
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -216,15 +217,19 @@ def _rank_pid(torchrun_pid: int, rank: int) -> int | None:
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the rank through /proc")
 def test_killed_rank_fails_the_job_and_resume_continues_from_rank_zero(tmp_path):
-    out = tmp_path / "run"
-    args = ["train", "--dataset", "digits", "--model", "mlp:64x64", "--epochs", "6"]
+    out, marker = tmp_path / "run", tmp_path / "paused"
+    model = "pausing_models:pausing_mlp,hidden=64,dropout=0"
+    args = ["train", "--dataset", "digits", "--model", model, "--epochs", "6"]
     args += ["--batch-size", "16", "--no-progress", "--out", str(out)]
-    proc = _start(args)
+    # Both ranks sleep at step 3 of epoch 2 (41 steps of 2 x 16 per epoch), after rank 0 saved
+    # epoch 1, so the kill lands at a known moment however loaded the machine is.
+    pause = {"KDISTILL_TEST_PAUSE_AT_STEP": "44", "KDISTILL_TEST_PAUSE_MARKER": str(marker)}
+    proc = _start(args, **pause)
     try:
         deadline = time.monotonic() + LAUNCH_TIMEOUT_S
-        while not (out / "checkpoint.json").is_file():  # rank 0 finished epoch 1
+        while not (marker.is_file() and (out / "checkpoint.json").is_file()):
             assert proc.poll() is None, proc.communicate()[0][-3000:]
-            assert time.monotonic() < deadline, "no checkpoint appeared"
+            assert time.monotonic() < deadline, "the run never reached the pause step"
             time.sleep(0.05)
         victim = _rank_pid(proc.pid, rank=1)
         assert victim is not None
@@ -238,8 +243,7 @@ def test_killed_rank_fails_the_job_and_resume_continues_from_rank_zero(tmp_path)
     # (rank 0 usually also prints "lost contact with another rank", unless torchrun's SIGTERM
     # reaches it before its next all-reduce does: not asserted, it would be a race)
     assert not (out / "metrics.json").exists()
-    saved_epoch = json.loads((out / "checkpoint.json").read_text())["epoch"]
-    assert 1 <= saved_epoch < 6
+    assert json.loads((out / "checkpoint.json").read_text())["epoch"] == 1
     before = read_history(out / "history.csv")
 
     code, output = _finish(_start([*args, "--resume"]))
@@ -248,7 +252,7 @@ def test_killed_rank_fails_the_job_and_resume_continues_from_rank_zero(tmp_path)
     assert [r["epoch"] for r in after] == list(range(1, 7))
     assert after[: len(before)] == before  # the epochs before the kill are kept, not re-run
     # continued exactly where rank 0 stopped: the same run in one process, uninterrupted
-    spec = RunSpec(model="mlp:64x64", dataset="digits", train=TrainConfig(epochs=6, batch_size=32))
+    spec = RunSpec(model=model, dataset="digits", train=TrainConfig(epochs=6, batch_size=32))
     one = execute(spec, tmp_path / "one", progress=False)
     assert json.loads((out / "metrics.json").read_text())["test"]["errors"] == one["test"]["errors"]
     for name, weight in _weights(tmp_path / "one").items():
