@@ -417,9 +417,8 @@ def _cached_soft_targets(
             )
             teacher_logits = distributed.all_gather_rows(teacher_logits, size, dim=-2)
         else:
-            teacher_logits = _predict_batches(teacher, stream, config.eval_batch_size, config.bf16)[
-                0
-            ]
+            batches = _predict_batches(teacher, stream, config.eval_batch_size, config.bf16)
+            teacher_logits = batches[0]
     if teacher_logits is None:
         return None
     source = teacher_logits.to(device)
@@ -487,7 +486,8 @@ def _restore(
             f"process(es), not {ctx.world_size}: resume with the same torchrun "
             "--nproc_per_node/--nnodes (the global batch must not change)"
         )
-    if state["config"] != asdict(config):
+    # settings added to TrainConfig since the checkpoint was saved compare at their defaults
+    if {**asdict(TrainConfig()), **state["config"]} != asdict(config):
         raise KDistillError(
             f"the checkpoint in {checkpoint_dir} was made with another config; "
             "resume with the same command, or use a new --out"
