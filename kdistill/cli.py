@@ -16,7 +16,7 @@ from pathlib import Path
 
 from kdistill.data import DATASET_NAMES
 from kdistill.errors import KDistillError
-from kdistill.train import TrainConfig
+from kdistill.train import SCHEDULES, TrainConfig
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -173,8 +173,12 @@ def _add_run_arguments(
     parser.add_argument("--lr", type=float, default=defaults.lr)
     parser.add_argument("--momentum", type=float, default=defaults.momentum)
     parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    parser.add_argument("--schedule", default=defaults.schedule, choices=list(SCHEDULES))
     parser.add_argument(
-        "--schedule", default=defaults.schedule, choices=["cosine", "constant", "linear"]
+        "--lr-decay",
+        type=float,
+        default=defaults.lr_decay,
+        help="per-epoch factor of --schedule exponential (e.g. 0.993: halves every 100 epochs)",
     )
     parser.add_argument("--max-norm", type=float, help="max L2 norm of each unit's weights")
     parser.add_argument(

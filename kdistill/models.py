@@ -6,7 +6,9 @@ for a user's own model function.
 
 Spec grammar: ``KIND:ARCH[,key=value...]``
 
-- ``mlp:1200x1200`` hidden widths; options ``dropout`` (hidden units), ``input_dropout``.
+- ``mlp:1200x1200`` hidden widths; options ``dropout`` (hidden units), ``input_dropout``, and
+  ``input_mean``/``input_std``: the model sees ``(x - input_mean) / input_std`` (e.g. 0.5/0.5
+  maps [0, 1] pixels to [-1, 1]); the scaling is part of the model, so a run keeps its own.
 - ``cnn:32x64`` conv channels (5x5 conv, ReLU, 2x2 max-pool each); option ``hidden`` (units of
   the fully connected layer, default 128), ``dropout``.
 - ``package.module:function`` calls ``function(**options)`` and expects an ``nn.Module``.
@@ -27,6 +29,22 @@ from torch import nn
 from kdistill.errors import KDistillError
 
 
+class Standardize(nn.Module):
+    """``(x - mean) / std`` with fixed numbers: an input scaling that travels with the model."""
+
+    def __init__(self, mean: float, std: float) -> None:
+        super().__init__()
+        if not std > 0:
+            raise KDistillError(f"input_std must be > 0, got {std}")
+        self.mean, self.std = mean, std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    def extra_repr(self) -> str:
+        return f"mean={self.mean}, std={self.std}"
+
+
 class MLP(nn.Module):
     """Fully connected ReLU network with dropout on the inputs and on each hidden layer."""
 
@@ -37,9 +55,13 @@ class MLP(nn.Module):
         num_classes: int,
         dropout: float = 0.0,
         input_dropout: float = 0.0,
+        input_mean: float = 0.0,
+        input_std: float = 1.0,
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.Flatten()]
+        if (input_mean, input_std) != (0.0, 1.0):
+            layers.append(Standardize(input_mean, input_std))
         if input_dropout > 0:
             layers.append(nn.Dropout(input_dropout))
         width = in_features
@@ -110,7 +132,7 @@ def build_model(spec: str, input_shape: Sequence[int], num_classes: int) -> nn.M
     """Build a fresh model from its spec, for inputs of ``input_shape`` (without the batch)."""
     kind, arch, options = parse_spec(spec)
     if kind == "mlp":
-        known = {"dropout", "input_dropout"}
+        known = {"dropout", "input_dropout", "input_mean", "input_std"}
         _check_options(spec, options, known)
         return MLP(
             math.prod(input_shape),
@@ -118,6 +140,8 @@ def build_model(spec: str, input_shape: Sequence[int], num_classes: int) -> nn.M
             num_classes,
             dropout=_float_option(spec, options, "dropout"),
             input_dropout=_float_option(spec, options, "input_dropout"),
+            input_mean=_float_option(spec, options, "input_mean"),
+            input_std=_float_option(spec, options, "input_std", default=1.0),
         )
     if kind == "cnn":
         _check_options(spec, options, {"hidden", "dropout"})
@@ -204,13 +228,16 @@ def _check_options(spec: str, options: dict[str, str], known: set[str]) -> None:
         )
 
 
-def _float_option(spec: str, options: dict[str, str], key: str) -> float:
+def _float_option(spec: str, options: dict[str, str], key: str, default: float = 0.0) -> float:
+    """A number option; dropout rates (any ``*dropout`` key) must lie in [0, 1)."""
     try:
-        value = float(options.get(key, 0.0))
+        value = float(options.get(key, default))
     except ValueError:
         raise KDistillError(f"option {key} must be a number in model spec {spec!r}") from None
-    if not 0 <= value < 1:
+    if key.endswith("dropout") and not 0 <= value < 1:
         raise KDistillError(f"{key} must be in [0, 1) in model spec {spec!r}, got {value}")
+    if not math.isfinite(value):
+        raise KDistillError(f"{key} must be finite in model spec {spec!r}, got {value}")
     return value
 
 

@@ -146,7 +146,7 @@ def execute(
     )
     if log_board is not None:
         log_board.close()
-    test = distributed.evaluate(model, dataset.test, spec.train.eval_batch_size, spec.train.bf16)
+    test = distributed.evaluate(model, dataset.test, spec.train.eval_batch_size)  # fp32 scores
     metrics = {
         "test": test,
         "transfer_set_size": len(transfer_set),

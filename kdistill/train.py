@@ -40,6 +40,9 @@ Teacher = nn.Module | Sequence[nn.Module]
 Data = Split | torch.utils.data.Dataset | torch.utils.data.DataLoader
 
 
+SCHEDULES = ("cosine", "constant", "linear", "exponential")
+
+
 @dataclass
 class TrainConfig:
     """Everything that decides how a model is trained; saved with every run.
@@ -54,7 +57,8 @@ class TrainConfig:
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 0.0
-    schedule: str = "cosine"  # "cosine" (to 0 over the run), "constant" or "linear"
+    schedule: str = "cosine"  # "cosine" (to 0 over the run), "constant", "linear", "exponential"
+    lr_decay: float = 1.0  # the exponential schedule's factor per epoch (0.998 in Hinton 2012)
     max_norm: float | None = None  # max L2 norm of each unit's incoming weights
     grad_clip: float | None = None  # max L2 norm of the whole gradient, per step
     jitter: int = 0  # translate inputs by up to this many pixels
@@ -76,10 +80,12 @@ class TrainConfig:
             raise KDistillError(f"batch size must be >= 1, got {self.batch_size}")
         if self.optimizer not in ("sgd", "adam"):
             raise KDistillError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
-        if self.schedule not in ("cosine", "constant", "linear"):
+        if self.schedule not in SCHEDULES:
             raise KDistillError(
-                f"schedule must be 'cosine', 'constant' or 'linear', got {self.schedule!r}"
+                f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"
             )
+        if not 0 < self.lr_decay <= 1:
+            raise KDistillError(f"lr decay per epoch must be in (0, 1], got {self.lr_decay}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise KDistillError(f"learning rate must be > 0, got {self.lr}")
         if self.max_norm is not None and not self.max_norm > 0:
@@ -348,7 +354,7 @@ def fit(
         }
         for name, split in (("val", val), ("test", test)):
             if split is not None:
-                scored = distributed.evaluate(model, split, config.eval_batch_size, config.bf16)
+                scored = distributed.evaluate(model, split, config.eval_batch_size)
                 row[f"{name}_errors"], row[f"{name}_loss"] = scored["errors"], scored["loss"]
         result.history.append(row)
         bar.set_postfix(
@@ -643,6 +649,8 @@ def _make_scheduler(
         factor = lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))  # noqa: E731
     elif config.schedule == "linear":
         factor = lambda step: max(0.0, 1 - step / total_steps)  # noqa: E731
+    elif config.schedule == "exponential":  # lr_decay per epoch, applied smoothly per step
+        factor = lambda step: config.lr_decay ** (step * config.epochs / total_steps)  # noqa: E731
     else:
         factor = lambda step: 1.0  # noqa: E731
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
