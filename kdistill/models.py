@@ -59,9 +59,10 @@ class MLP(nn.Module):
         input_std: float = 1.0,
     ) -> None:
         super().__init__()
+        # outside ``net``, so a scaled model's weights have the same names as an unscaled one's
+        scaled = (input_mean, input_std) != (0.0, 1.0)
+        self.inputs = Standardize(input_mean, input_std) if scaled else nn.Identity()
         layers: list[nn.Module] = [nn.Flatten()]
-        if (input_mean, input_std) != (0.0, 1.0):
-            layers.append(Standardize(input_mean, input_std))
         if input_dropout > 0:
             layers.append(nn.Dropout(input_dropout))
         width = in_features
@@ -74,7 +75,7 @@ class MLP(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self.net(self.inputs(x))
 
 
 class SmallCNN(nn.Module):

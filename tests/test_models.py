@@ -42,6 +42,15 @@ def test_cnn_forward():
     assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10)
 
 
+def test_input_scaling_is_part_of_the_model():
+    torch.manual_seed(0)
+    scaled = build_model("mlp:8,input_mean=0.5,input_std=0.25", (1, 4, 4), 3)
+    plain = build_model("mlp:8", (1, 4, 4), 3)
+    plain.load_state_dict(scaled.state_dict())  # no new weights: old run folders still load
+    x = torch.rand(5, 1, 4, 4)
+    torch.testing.assert_close(scaled(x), plain((x - 0.5) / 0.25))
+
+
 def test_module_function_spec():
     model = build_model("tests.helpers:five_way_mlp", (1, 8, 8), 10)
     assert model(torch.rand(2, 1, 8, 8)).shape == (2, 5)
@@ -60,6 +69,9 @@ def test_module_function_spec():
         ("tests.helpers:missing", "has no function 'missing'"),
         ("tests.helpers:make_split", "not an nn.Module"),
         ("9lives:x", "unknown model kind"),
+        ("mlp:12,input_std=0", "input_std must be > 0"),
+        ("mlp:12,input_mean=nan", "input_mean must be finite"),
+        ("mlp:12,input_std=abc", "input_std must be a number"),
     ],
 )
 def test_bad_specs(spec, message):

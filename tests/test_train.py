@@ -132,6 +132,19 @@ def test_grad_clip_bounds_the_norm_of_each_step(tiny_split):
     assert step_norm(0.01) == pytest.approx(0.01, rel=1e-4)
 
 
+def test_exponential_schedule_multiplies_the_lr_by_the_decay_each_epoch(tiny_split):
+    config = TrainConfig(epochs=3, batch_size=32, lr=0.08, schedule="exponential", lr_decay=0.5)
+    history = fit(_model(), tiny_split, config, progress=False).history
+    assert [row["lr"] for row in history] == pytest.approx([0.04, 0.02, 0.01])
+
+
+def test_bf16_training_is_scored_in_fp32(tiny_split):
+    model, test = _model(), make_split(n=128, seed=0)
+    config = TrainConfig(epochs=1, batch_size=32, lr=0.05, bf16=True)
+    history = fit(model, tiny_split, config, test=test, progress=False).history
+    assert history[-1]["test_loss"] == evaluate(model, test)["loss"]  # fp32, bit for bit
+
+
 def test_ensemble_teacher(tiny_split, trained_teacher):
     other = _model("mlp:8", seed=7)
     fit(other, tiny_split, TrainConfig(epochs=2, batch_size=32), progress=False)
@@ -205,6 +218,8 @@ def test_model_that_cannot_take_the_inputs(tiny_split):
         ({"jitter": -1}, "jitter must be >= 0"),
         ({"lr": 0.0}, "learning rate must be > 0"),
         ({"grad_clip": 0.0}, "gradient clipping norm must be > 0"),
+        ({"schedule": "step"}, "schedule must be one of"),
+        ({"lr_decay": 1.5}, r"lr decay per epoch must be in \(0, 1\]"),
     ],
 )
 def test_bad_config(changes, message):
