@@ -245,7 +245,11 @@ def plan(profile: Profile, out: str | Path, data_dir: str | None = None, seeds: 
             RunSpec(model=main, train=replace(p.student, seed=seed), **base),
         )
         result.add(distill_key(MAIN_WIDTH, MAIN_TEMPERATURE, seed), distilled(seed))
-    for width in p.widths:  # 2. width x temperature, one seed
+    for width in p.widths:  # 2. width x temperature, one seed, beside the width alone
+        result.add(
+            hard_key("mnist", student_model(width), 0),
+            RunSpec(model=student_model(width), train=replace(p.student, seed=0), **base),
+        )
         for temperature in p.temperatures:
             result.add(
                 distill_key(width, temperature, 0),
@@ -404,8 +408,15 @@ def _row(
     unit: str,
     epochs: str,
     better: str | None = "lower",
+    gap: tuple[float, float] | None = None,
 ) -> dict:
+    """One result row; ``gap`` = (student alone, teacher) in the row's unit, when the row is a
+    distilled student, gives the share of the student-to-teacher gap that it closed."""
     values = [float(v) for v in values]
+    mean = statistics.fmean(values)
+    closed = None
+    if gap is not None and gap[0] != gap[1]:
+        closed = round(100 * (gap[0] - mean) / (gap[0] - gap[1]), 1)
     return {
         "experiment": experiment,
         "row": row,
@@ -416,6 +427,7 @@ def _row(
         "unit": unit,
         "epochs": epochs,
         "better": better,
+        "gap_closed": closed,
     }
 
 
@@ -424,13 +436,13 @@ def _bias_shift_rows(
     studies: Sequence[dict],
     paper_shift: float,
     shift_unit: str,
-    outcomes: Sequence[tuple[str, float, str, Callable[[list[int]], float]]],
+    outcomes: Sequence[tuple[str, float, str, Callable[[list[int]], float], tuple | None]],
     epochs: str,
 ) -> list[dict]:
     """Rows for the shift chosen on test (as the paper did) and on held-out training data.
 
     For each choice: the shift found, then each outcome ``(name, paper figure, unit,
-    per-class test errors -> value)`` after that shift.
+    per-class test errors -> value, (alone, teacher) or None)`` after that shift.
     """
     rows = []
     for where, paper in (("test", paper_shift), ("held-out", None)):
@@ -439,11 +451,10 @@ def _bias_shift_rows(
         rows.append(
             _row(experiment, f"bias shift {label}", paper, shifts, shift_unit, epochs, None)
         )
-        for name, paper_value, unit, value_of in outcomes:
+        for name, paper_value, unit, value_of, gap in outcomes:
             values = [value_of(st[where]["per_class"]) for st in studies]
-            rows.append(
-                _row(experiment, f"{name}, shift {label}", paper_value, values, unit, epochs)
-            )
+            row = f"{name}, shift {label}"
+            rows.append(_row(experiment, row, paper_value, values, unit, epochs, gap=gap))
     return rows
 
 
@@ -520,21 +531,37 @@ def results(the_plan: Plan, out: Path) -> list[dict]:
     exp = "1. main table (MNIST)"
     unit = "test errors / 10,000"
     values, ep = errors([teacher_key()])
+    teacher = statistics.fmean(values)
     rows.append(
         _row(
             exp, "teacher 1200-1200, dropout, max-norm, jitter", PAPER["teacher"], values, unit, ep
         )
     )
     values, ep = errors([hard_key("mnist", main, s) for s in seeds])
+    alone = statistics.fmean(values)
     rows.append(_row(exp, "student 800-800 alone", PAPER["student"], values, unit, ep))
     values, ep = errors([distill_key(MAIN_WIDTH, MAIN_TEMPERATURE, s) for s in seeds])
-    rows.append(_row(exp, "student 800-800 distilled, T=20", PAPER["distilled"], values, unit, ep))
+    rows.append(
+        _row(
+            exp,
+            "student 800-800 distilled, T=20",
+            PAPER["distilled"],
+            values,
+            unit,
+            ep,
+            gap=(alone, teacher),
+        )
+    )
 
     exp = "2. width x temperature (MNIST)"
     for width in p.widths:
+        values, ep = errors([hard_key("mnist", student_model(width), 0)])
+        width_alone = statistics.fmean(values)
+        rows.append(_row(exp, f"{width}-{width} alone", None, values, unit, ep))
         for temperature in p.temperatures:
             values, ep = errors([distill_key(width, temperature, 0)])
-            rows.append(_row(exp, f"{width}-{width} at T={temperature:g}", None, values, unit, ep))
+            row = f"{width}-{width} at T={temperature:g}"
+            rows.append(_row(exp, row, None, values, unit, ep, gap=(width_alone, teacher)))
 
     exp = f"3. transfer set without {OMITTED_CLASS}s (MNIST)"
     studies = [
@@ -549,6 +576,7 @@ def results(the_plan: Plan, out: Path) -> list[dict]:
             [sum(st["before"]) for st in studies],
             unit,
             ep,
+            gap=(alone, teacher),
         )
     )
     rows.append(
@@ -567,12 +595,13 @@ def results(the_plan: Plan, out: Path) -> list[dict]:
         PAPER["omit3_shift"],
         "added to the 3's bias",
         [
-            ("test errors", PAPER["omit3_shifted_errors"], unit, sum),
+            ("test errors", PAPER["omit3_shifted_errors"], unit, sum, (alone, teacher)),
             (
                 f"errors on {OMITTED_CLASS}s",
                 PAPER["omit3_shifted_errors_on_3"],
                 unit,
                 lambda per_class: per_class[OMITTED_CLASS],
+                None,
             ),
         ],
         ep,
@@ -592,6 +621,7 @@ def results(the_plan: Plan, out: Path) -> list[dict]:
             [sum(st["before"]) / 100 for st in studies78],
             pct,
             ep,
+            gap=(alone / 100, teacher / 100),
         )
     )
     rows += _bias_shift_rows(
@@ -605,6 +635,7 @@ def results(the_plan: Plan, out: Path) -> list[dict]:
                 PAPER["only78_shifted_error"],
                 pct,
                 lambda per_class: sum(per_class) / 100,
+                (alone / 100, teacher / 100),
             )
         ],
         ep,
@@ -619,9 +650,9 @@ def results(the_plan: Plan, out: Path) -> list[dict]:
         arch = p.ensemble_model
         rows.append(_row(exp, f"single {arch} (mean over members)", None, singles, unit, ep))
         rows.append(_row(exp, "ensemble (mean of probabilities)", None, [ensemble], unit, ep))
-        rows.append(
-            _row(exp, f"one {arch} distilled from the ensemble", None, distilled, unit, dep)
-        )
+        row = f"one {arch} distilled from the ensemble"
+        gap = (statistics.fmean(singles), ensemble)
+        rows.append(_row(exp, row, None, distilled, unit, dep, gap=gap))
         gain = statistics.fmean(singles) - ensemble
         kept = 100 * (statistics.fmean(singles) - distilled[0]) / gain if gain > 0 else math.nan
         rows.append(
@@ -643,7 +674,9 @@ def results(the_plan: Plan, out: Path) -> list[dict]:
     full, fep = errors([hard_key("mnist", main, s) for s in seeds])
     rows.append(_row(exp, "hard labels", None, hard, unit, hep))
     rows.append(_row(exp, "hard labels, early stopping", None, early, unit, eep))
-    rows.append(_row(exp, "soft targets of the full-data teacher, T=20", None, soft, unit, sep))
+    row = "soft targets of the full-data teacher, T=20"
+    gap = (statistics.fmean(early), statistics.fmean(full))
+    rows.append(_row(exp, row, None, soft, unit, sep, gap=gap))
     rows.append(_row(exp, "hard labels on all the data (the student alone)", None, full, unit, fep))
     closed = [
         100 * (e - s) / (e - f) if e > f else math.nan
@@ -742,6 +775,7 @@ def write_report(
                 "seeds": row["seeds"],
                 "epochs": row["epochs"],
                 "unit": row["unit"],
+                "gap closed": "" if row["gap_closed"] is None else f"{row['gap_closed']:g}%",
                 "verdict": verdict(row),
             }
             for row in rows
