@@ -66,6 +66,21 @@ def test_a_finished_run_with_another_config_is_refused(tmp_path: Path) -> None:
         h.check_same_run(tmp_path, replace(spec, model="mlp:9"))
 
 
+def test_the_committed_paper_runs_are_recognised_as_this_plans(tmp_path: Path) -> None:
+    """docs/results/hinton2015 was made before losses were objects (temperature and alpha
+    beside the other settings, some fields missing): each run is still the plan's run."""
+    root = Path(__file__).resolve().parent.parent / "docs" / "results" / "hinton2015" / "runs"
+    the_plan = h.plan(h.PROFILES["paper"], root, seeds=3)
+    for key, spec in the_plan.runs.items():
+        h.check_same_run(root / key, spec)
+    distilled = the_plan.runs[h.distill_key(800, 20, 0)]
+    with pytest.raises(KDistillError, match=r"train.loss_args: .*'temperature': 20.0"):
+        h.check_same_run(
+            root / h.distill_key(800, 20, 0),
+            replace(distilled, train=h.at_temperature(distilled.train, 4.0)),
+        )
+
+
 def _as_dict(spec: RunSpec) -> dict:
     from dataclasses import asdict
 
