@@ -200,7 +200,7 @@ class Plan:
 
     def add(self, key: str, spec: RunSpec) -> str:
         """Add a run (once: the same key must mean the same spec) and return its key."""
-        if key in self.runs and _comparable(asdict(self.runs[key])) != _comparable(asdict(spec)):
+        if key in self.runs and differences(asdict(self.runs[key]), asdict(spec)):
             raise AssertionError(f"two different runs named {key}")
         self.runs.setdefault(key, spec)
         return key
@@ -318,15 +318,13 @@ def small_key(kind: str, seed: int) -> str:
 # --------------------------------------------------------------------------- run
 
 
-def _comparable(config: dict) -> dict:
-    """A run's config without what may differ between equal runs (paths, the kind)."""
-    config = json.loads(json.dumps(config))
-    for key in ("kind", "data_dir", "input_shape", "num_classes"):
-        config.pop(key, None)
-    config["teachers"] = [Path(t).parts[-3:] for t in config.get("teachers", [])]
-    config["teachers"] = [list(t) for t in config["teachers"]]
-    config.get("train", {}).pop("device", None)
-    return config
+def differences(saved: dict, current: dict) -> list[str]:
+    """:func:`~kdistill.compat.config_differences` of two run configs, paths and device aside
+    (teachers compared by their place in the output folder)."""
+    saved, current = dict(saved), dict(current)
+    for config in (saved, current):
+        config["teachers"] = [list(Path(t).parts[-3:]) for t in config.get("teachers", [])]
+    return config_differences(saved, current, ignore=("data_dir", "train.device"))
 
 
 def check_same_run(folder: Path, spec: RunSpec) -> None:
@@ -334,14 +332,11 @@ def check_same_run(folder: Path, spec: RunSpec) -> None:
 
     The run may have been made by an earlier version (see :mod:`kdistill.compat`).
     """
-    saved, current = json.loads((folder / "config.json").read_text()), asdict(spec)
-    for config in (saved, current):  # teachers by their place in the output folder
-        config["teachers"] = [list(Path(t).parts[-3:]) for t in config.get("teachers", [])]
-    differences = config_differences(saved, current, ignore=("data_dir", "train.device"))
-    if differences:
+    found = differences(json.loads((folder / "config.json").read_text()), asdict(spec))
+    if found:
         raise KDistillError(
             f"{folder} holds a run with another config than this reproduction needs "
-            f"({describe_differences(differences)}); move it away or choose another --out"
+            f"({describe_differences(found)}); move it away or choose another --out"
         )
 
 
