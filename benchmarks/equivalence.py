@@ -12,7 +12,8 @@ With ``--compare`` it also resumes the *other* version's interrupted runs (a che
 the old code, continued by the new one) and prints one line per case: equal, or how far apart.
 Cases: hard labels (also bf16 with jitter and lr decay), cached distillation (alpha 0.7, 1 and
 0), online distillation (jitter; also bf16), an ensemble teacher (cached and online), early
-stopping, resume (fit and a run folder), a sweep.
+stopping, resume (fit and a run folder), a run with the transfer-set options (dropped class,
+hold-out, fraction) and gradient clipping, a sweep.
 """
 
 from __future__ import annotations
@@ -191,6 +192,23 @@ def run_cases(out: Path, compare: Path | None) -> dict:
         execute(spec, folder, resume=True, progress=False)
         model, _ = load_run_model(folder)
         record("resume-run-from-other", model, runs_module.read_history(folder / "history.csv"))
+
+    # The transfer-set options and gradient clipping of the paper reproduction, through a run.
+    spec = RunSpec(
+        model="mlp:16",
+        teachers=[str(teacher_dir), str(member_dir)],
+        train=config(20.0, 0.9, epochs=2, grad_clip=1.0),
+        drop_classes=[3],
+        holdout_fraction=0.1,
+        train_fraction=0.5,
+    )
+    execute(spec, out / "transfer-set", progress=False)
+    model, _ = load_run_model(out / "transfer-set")
+    record(
+        "transfer-set-grad-clip",
+        model,
+        runs_module.read_history(out / "transfer-set" / "history.csv"),
+    )
 
     # A sweep: shared teacher logits for every (T, alpha) cell.
     sweep = Sweep(
