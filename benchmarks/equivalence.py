@@ -93,138 +93,153 @@ def student(seed: int = 5, spec: str = "mlp:32,dropout=0.2") -> torch.nn.Module:
     return build_model(spec, (1, 8, 8), 10)
 
 
-def run_cases(out: Path, compare: Path | None) -> dict:
-    data = load_dataset("digits")
-    results: dict[str, dict] = {}
+class Cases:
+    """Trains the cases into ``out`` and records each one's digests (see the module docstring)."""
 
-    def record(name: str, model: torch.nn.Module, history: list[dict]) -> None:
+    def __init__(self, out: Path, compare: Path | None) -> None:
+        self.out, self.compare = out, compare
+        self.data = load_dataset("digits")
+        self.results: dict[str, dict] = {}
+
+    def record(self, name: str, model: torch.nn.Module, history: list[dict]) -> None:
+        """Save the weights of case ``name`` and note their sha256 and the history."""
         state = {k: v.clone() for k, v in model.state_dict().items()}
-        torch.save(state, out / f"{name}.pt")
-        results[name] = {"weights": digest_state(state), "history": untimed(history)}
-        print(f"{name}: {results[name]['weights'][:16]}", flush=True)
+        torch.save(state, self.out / f"{name}.pt")
+        self.results[name] = {"weights": digest_state(state), "history": untimed(history)}
+        print(f"{name}: {self.results[name]['weights'][:16]}", flush=True)
 
-    # Teachers as run folders (hard labels through runs.execute, config.json and all).
-    teacher_dir, member_dir = out / "teacher", out / "member"
-    for folder, spec in (
-        (teacher_dir, RunSpec(model="mlp:64", train=config(epochs=6, seed=0))),
-        (member_dir, RunSpec(model="mlp:32", train=config(epochs=4, seed=1, jitter=1))),
-    ):
-        execute(spec, folder, progress=False)
+    def record_run(self, name: str, folder: Path) -> None:
+        """:meth:`record` of the finished run in ``folder``."""
         model, _ = load_run_model(folder)
-        history = runs_module.read_history(folder / "history.csv")
-        record(f"hard-{folder.name}", model, history)
-    teacher, _ = load_run_model(teacher_dir)
-    member, _ = load_run_model(member_dir)
+        self.record(name, model, runs_module.read_history(folder / "history.csv"))
 
-    cases = {
-        "cached": (config(4.0, 0.7, epochs=4), teacher),
-        "cached-soft-only": (config(20.0, 1.0, epochs=3), teacher),
-        "cached-alpha0": (config(3.0, 0.0, epochs=3), teacher),
-        "online-jitter": (config(4.0, 0.7, epochs=3, jitter=1), teacher),
-        "no-cache": (config(2.0, 0.5, epochs=2, cache_teacher_logits=False), teacher),
-        "ensemble-cached": (config(3.0, 0.9, epochs=3), [teacher, member]),
-        "ensemble-online": (config(3.0, 0.9, epochs=2, jitter=1), [teacher, member]),
-        "early-stopping": (config(4.0, 0.7, epochs=30, val_fraction=0.2, patience=2), teacher),
-        "hard-fit": (config(epochs=3, jitter=1), None),
-        "hard-bf16-exponential": (  # the recipe of the paper teacher (bf16, jitter, lr decay)
-            config(
-                epochs=3, jitter=2, bf16=True, schedule="exponential", lr_decay=0.9, max_norm=3.0
-            ),
-            None,
-        ),
-        "online-bf16": (config(4.0, 0.7, epochs=2, jitter=1, bf16=True), [teacher, member]),
-    }
-    for name, (settings, source) in cases.items():
-        model = student()
-        result = fit(model, data.train, settings, teacher=source, test=data.test, progress=False)
-        record(name, model, result.history)
+    def run(self) -> dict:
+        """Every case; returns name -> {"weights": sha256, "history": rows}."""
+        teacher_dir, member_dir = self.teachers()
+        teacher, member = load_run_model(teacher_dir)[0], load_run_model(member_dir)[0]
+        self.fit_cases(teacher, member)
+        self.fit_resume(teacher)
+        self.run_resume(teacher_dir)
+        self.transfer_set(teacher_dir, member_dir)
+        self.sweep(teacher_dir)
+        return self.results
 
-    # Resume inside fit: stopped after 2 of 4 epochs, continued; and unbroken.
-    settings = config(4.0, 0.7, epochs=4, seed=3)
-    checkpoint = out / "resume-checkpoint"
-    try:
-        fit(student(3), data.train, settings, teacher=teacher, test=data.test,
-            checkpoint_dir=checkpoint, on_epoch=stop_after(2), progress=False)  # fmt: skip
-    except Stop:
-        pass
-    shutil.copytree(checkpoint, out / "resume-checkpoint-at-2")  # for the other version
-    model = student(99)
-    result = fit(model, data.train, settings, teacher=teacher, test=data.test,
-                 checkpoint_dir=checkpoint, resume=True, progress=False)  # fmt: skip
-    record("resume-fit", model, result.history)
-    if compare is not None:  # the other version's checkpoint, continued by this one
-        folder = out / "resume-checkpoint-from-other"
-        shutil.copytree(compare / "resume-checkpoint-at-2", folder)
+    def teachers(self) -> tuple[Path, Path]:
+        """Teachers as run folders (hard labels through runs.execute, config.json and all)."""
+        teacher_dir, member_dir = self.out / "teacher", self.out / "member"
+        for folder, spec in (
+            (teacher_dir, RunSpec(model="mlp:64", train=config(epochs=6, seed=0))),
+            (member_dir, RunSpec(model="mlp:32", train=config(epochs=4, seed=1, jitter=1))),
+        ):
+            execute(spec, folder, progress=False)
+            self.record_run(f"hard-{folder.name}", folder)
+        return teacher_dir, member_dir
+
+    def fit_cases(self, teacher: torch.nn.Module, member: torch.nn.Module) -> None:
+        """Straight calls of fit: hard labels, cached/online/ensemble distillation, early stop."""
+        data = self.data
+        paper_teacher = {"jitter": 2, "bf16": True, "schedule": "exponential", "lr_decay": 0.9}
+        cases = {
+            "cached": (config(4.0, 0.7, epochs=4), teacher),
+            "cached-soft-only": (config(20.0, 1.0, epochs=3), teacher),
+            "cached-alpha0": (config(3.0, 0.0, epochs=3), teacher),
+            "online-jitter": (config(4.0, 0.7, epochs=3, jitter=1), teacher),
+            "no-cache": (config(2.0, 0.5, epochs=2, cache_teacher_logits=False), teacher),
+            "ensemble-cached": (config(3.0, 0.9, epochs=3), [teacher, member]),
+            "ensemble-online": (config(3.0, 0.9, epochs=2, jitter=1), [teacher, member]),
+            "early-stopping": (config(4.0, 0.7, epochs=30, val_fraction=0.2, patience=2), teacher),
+            "hard-fit": (config(epochs=3, jitter=1), None),
+            "hard-bf16-exponential": (config(epochs=3, max_norm=3.0, **paper_teacher), None),
+            "online-bf16": (config(4.0, 0.7, epochs=2, jitter=1, bf16=True), [teacher, member]),
+        }
+        for name, (settings, source) in cases.items():
+            model = student()
+            result = fit(
+                model, data.train, settings, teacher=source, test=data.test, progress=False
+            )
+            self.record(name, model, result.history)
+
+    def fit_resume(self, teacher: torch.nn.Module) -> None:
+        """Resume inside fit: stopped after 2 of 4 epochs, continued (also the other side's)."""
+        settings = config(4.0, 0.7, epochs=4, seed=3)
+        checkpoint = self.out / "resume-checkpoint"
+        try:
+            fit(student(3), self.data.train, settings, teacher=teacher, test=self.data.test,
+                checkpoint_dir=checkpoint, on_epoch=stop_after(2), progress=False)  # fmt: skip
+        except Stop:
+            pass
+        shutil.copytree(checkpoint, self.out / "resume-checkpoint-at-2")  # for the other version
         model = student(99)
-        result = fit(model, data.train, settings, teacher=teacher, test=data.test,
-                     checkpoint_dir=folder, resume=True, progress=False)  # fmt: skip
-        record("resume-fit-from-other", model, result.history)
+        result = fit(model, self.data.train, settings, teacher=teacher, test=self.data.test,
+                     checkpoint_dir=checkpoint, resume=True, progress=False)  # fmt: skip
+        self.record("resume-fit", model, result.history)
+        if self.compare is not None:  # the other version's checkpoint, continued by this one
+            folder = self.out / "resume-checkpoint-from-other"
+            shutil.copytree(self.compare / "resume-checkpoint-at-2", folder)
+            model = student(99)
+            result = fit(model, self.data.train, settings, teacher=teacher, test=self.data.test,
+                         checkpoint_dir=folder, resume=True, progress=False)  # fmt: skip
+            self.record("resume-fit-from-other", model, result.history)
 
-    # Resume of a run folder (config.json compared, checkpoint restored), also across versions.
-    spec = RunSpec(
-        model="mlp:32,dropout=0.2", teachers=[str(teacher_dir)], train=config(4.0, 0.7, epochs=4)
-    )
-    run_dir = out / "run-resume"
-    real_write = runs_module.write_history
-
-    def write_then_stop(path, rows):
-        real_write(path, rows)
-        if len(rows) == 2:
-            raise Stop
-
-    runs_module.write_history = write_then_stop
-    try:
-        execute(spec, run_dir, progress=False)
-    except Stop:
-        pass
-    finally:
-        runs_module.write_history = real_write
-    shutil.copytree(run_dir, out / "run-resume-at-2")
-    execute(spec, run_dir, resume=True, progress=False)
-    model, _ = load_run_model(run_dir)
-    record("resume-run", model, runs_module.read_history(run_dir / "history.csv"))
-    if compare is not None:
-        folder = out / "run-resume-from-other"
-        shutil.copytree(compare / "run-resume-at-2", folder)
-        other = json.loads((folder / "config.json").read_text())
-        other["teachers"] = [str(teacher_dir)]  # same teacher weights, this side's path
-        (folder / "config.json").write_text(json.dumps(other, indent=2) + "\n")
-        execute(spec, folder, resume=True, progress=False)
-        model, _ = load_run_model(folder)
-        record("resume-run-from-other", model, runs_module.read_history(folder / "history.csv"))
-
-    # The transfer-set options and gradient clipping of the paper reproduction, through a run.
-    spec = RunSpec(
-        model="mlp:16",
-        teachers=[str(teacher_dir), str(member_dir)],
-        train=config(20.0, 0.9, epochs=2, grad_clip=1.0),
-        drop_classes=[3],
-        holdout_fraction=0.1,
-        train_fraction=0.5,
-    )
-    execute(spec, out / "transfer-set", progress=False)
-    model, _ = load_run_model(out / "transfer-set")
-    record(
-        "transfer-set-grad-clip",
-        model,
-        runs_module.read_history(out / "transfer-set" / "history.csv"),
-    )
-
-    # A sweep: shared teacher logits for every (T, alpha) cell.
-    sweep = Sweep(
-        base=RunSpec(model="mlp:16", teachers=[str(teacher_dir)], train=config(epochs=2)),
-        temperatures=[2.0, 8.0],
-        alphas=[0.5, 1.0],
-    )
-    if not OLD_STYLE:
-        sweep.base.train = replace(sweep.base.train, loss="hinton")
-    run_sweep(sweep, out / "sweep", progress=False)
-    for name, _ in sweep.cells():
-        model, _ = load_run_model(out / "sweep" / name)
-        record(
-            f"sweep-{name}", model, runs_module.read_history(out / "sweep" / name / "history.csv")
+    def run_resume(self, teacher_dir: Path) -> None:
+        """Resume of a run folder (config.json compared, checkpoint restored), across versions."""
+        spec = RunSpec(
+            model="mlp:32,dropout=0.2",
+            teachers=[str(teacher_dir)],
+            train=config(4.0, 0.7, epochs=4),
         )
-    return results
+        run_dir = self.out / "run-resume"
+        real_write = runs_module.write_history
+
+        def write_then_stop(path, rows):
+            real_write(path, rows)
+            if len(rows) == 2:
+                raise Stop
+
+        runs_module.write_history = write_then_stop
+        try:
+            execute(spec, run_dir, progress=False)
+        except Stop:
+            pass
+        finally:
+            runs_module.write_history = real_write
+        shutil.copytree(run_dir, self.out / "run-resume-at-2")
+        execute(spec, run_dir, resume=True, progress=False)
+        self.record_run("resume-run", run_dir)
+        if self.compare is not None:
+            folder = self.out / "run-resume-from-other"
+            shutil.copytree(self.compare / "run-resume-at-2", folder)
+            other = json.loads((folder / "config.json").read_text())
+            other["teachers"] = [str(teacher_dir)]  # same teacher weights, this side's path
+            (folder / "config.json").write_text(json.dumps(other, indent=2) + "\n")
+            execute(spec, folder, resume=True, progress=False)
+            self.record_run("resume-run-from-other", folder)
+
+    def transfer_set(self, teacher_dir: Path, member_dir: Path) -> None:
+        """The transfer-set options and gradient clipping of the paper reproduction, as a run."""
+        spec = RunSpec(
+            model="mlp:16",
+            teachers=[str(teacher_dir), str(member_dir)],
+            train=config(20.0, 0.9, epochs=2, grad_clip=1.0),
+            drop_classes=[3],
+            holdout_fraction=0.1,
+            train_fraction=0.5,
+        )
+        execute(spec, self.out / "transfer-set", progress=False)
+        self.record_run("transfer-set-grad-clip", self.out / "transfer-set")
+
+    def sweep(self, teacher_dir: Path) -> None:
+        """A sweep: shared teacher logits for every (T, alpha) cell."""
+        sweep = Sweep(
+            base=RunSpec(model="mlp:16", teachers=[str(teacher_dir)], train=config(epochs=2)),
+            temperatures=[2.0, 8.0],
+            alphas=[0.5, 1.0],
+        )
+        if not OLD_STYLE:
+            sweep.base.train = replace(sweep.base.train, loss="hinton")
+        run_sweep(sweep, self.out / "sweep", progress=False)
+        for name, _ in sweep.cells():
+            self.record_run(f"sweep-{name}", self.out / "sweep" / name)
 
 
 def compare_results(mine: dict, other: dict, out: Path, other_dir: Path) -> bool:
@@ -267,7 +282,7 @@ def main() -> int:
     torch.set_num_threads(1)
     compare = Path(args.compare) if args.compare else None
     print(f"kdistill from {Path(kdistill.__file__).parent}", flush=True)
-    results = run_cases(out, compare)
+    results = Cases(out, compare).run()
     (out / "digests.json").write_text(json.dumps(results, indent=1) + "\n")
     if compare is None:
         return 0
