@@ -144,7 +144,9 @@ def dist_loss(
         temperature: tau > 0. Default: 1.
         ce_weight: weight of the hard-label cross-entropy (raw logits), >= 0. Default: 1.
         eps: added to the correlation's denominator; 0 is the paper's exact correlation.
-            Default: 1e-8.
+            Default: 1e-8. Not always negligible: a class whose probabilities are tiny across
+            the whole batch has a centred norm product comparable to it (a perfect match then
+            scores slightly above 0).
 
     Returns:
         A scalar tensor.
