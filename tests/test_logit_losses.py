@@ -8,6 +8,8 @@ from *their* documented formula checks that our value equals theirs.
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import math
 from pathlib import Path
 
@@ -16,22 +18,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import kdistill.losses as _losses
-
-# Until the losses package lands (branch `losses`), kdistill/losses.py shadows the folder of the
-# same name: let it act as that package so its submodules import. Remove after the merge.
-if not hasattr(_losses, "__path__"):
-    _losses.__path__ = [str(Path(_losses.__file__).with_suffix(""))]
-
-from kdistill import distillation_loss  # noqa: E402
-from kdistill.errors import KDistillError  # noqa: E402
-from kdistill.losses.dist import dist_loss, pearson_rows  # noqa: E402
-from kdistill.losses.dkd import decoupled_kl, dkd_loss, dkd_warmup_factor  # noqa: E402
-from kdistill.losses.jsd import jsd_divergence, jsd_loss  # noqa: E402
-from kdistill.losses.reverse_kl import reverse_kl_loss  # noqa: E402
-from kdistill.losses.skew_kl import skew_kl_loss, skew_reverse_kl_loss  # noqa: E402
-from kdistill.losses.standardize import standardize_logits  # noqa: E402
-from kdistill.losses.tv import tv_loss  # noqa: E402
+from kdistill import TrainConfig, distillation_loss, fit, load_dataset
+from kdistill.errors import KDistillError
+from kdistill.losses import make_loss, sum_terms
+from kdistill.losses.dist import dist_loss, pearson_rows
+from kdistill.losses.dkd import decoupled_kl, dkd_loss, dkd_warmup_factor
+from kdistill.losses.jsd import jsd_divergence, jsd_loss
+from kdistill.losses.reverse_kl import reverse_kl_loss
+from kdistill.losses.skew_kl import skew_kl_loss, skew_reverse_kl_loss
+from kdistill.losses.standardize import standardize_logits
+from kdistill.losses.tv import tv_loss
 
 # ---------------------------------------------------------------- references (loops, float64)
 
@@ -194,7 +190,7 @@ def _soft_ref(divergence_of_kwargs):
             v,
             y,
             kw.get("temperature", 1.0),
-            kw.get("alpha", 0.5),
+            kw.get("alpha", 1.0),
             kw.get("standardize", False),
         )
 
@@ -202,6 +198,7 @@ def _soft_ref(divergence_of_kwargs):
 
 
 REFERENCES = {
+    "hinton": (distillation_loss, _soft_ref(lambda kw: ref_forward_kl)),
     "reverse-kl": (reverse_kl_loss, _soft_ref(lambda kw: ref_reverse_kl)),
     "jsd": (jsd_loss, _soft_ref(lambda kw: ref_jsd(kw.get("beta", 0.5)))),
     "tv": (tv_loss, _soft_ref(lambda kw: ref_tv)),
@@ -240,6 +237,8 @@ REFERENCES = {
 }
 
 CASES = [
+    ("hinton", {"temperature": 2.0, "alpha": 0.8, "standardize": True}),
+    ("hinton", {"temperature": 1.0, "alpha": 1.0, "standardize": True}),
     ("reverse-kl", {}),
     ("reverse-kl", {"temperature": 4.0, "alpha": 0.9}),
     ("reverse-kl", {"temperature": 2.0, "alpha": 1.0, "standardize": True}),
@@ -301,6 +300,7 @@ def test_golden_values_written_by_hand():
 # ---------------------------------------------------------------- gradients
 
 GRAD_CASES = [
+    (distillation_loss, {"temperature": 2.0, "alpha": 0.5, "standardize": True}),
     (reverse_kl_loss, {"temperature": 2.0, "alpha": 0.7}),
     (reverse_kl_loss, {"temperature": 2.0, "alpha": 1.0, "standardize": True}),
     (jsd_loss, {"beta": 0.3, "temperature": 2.0, "alpha": 0.6}),
@@ -497,7 +497,10 @@ def test_adding_a_constant_to_all_logits_changes_nothing(case, ensemble):
     assert float(after) == pytest.approx(float(before), rel=1e-12)
 
 
-@pytest.mark.parametrize("name", ["reverse-kl", "jsd", "skew-kl", "skew-reverse-kl", "dkd"])
+STANDARDIZED = ["hinton", "reverse-kl", "jsd", "skew-kl", "skew-reverse-kl", "dkd"]
+
+
+@pytest.mark.parametrize("name", STANDARDIZED)
 def test_standardized_losses_ignore_each_vectors_scale(name):
     function = REFERENCES[name][0]
     kwargs = {"standardize": True, "temperature": 2.0}
@@ -668,12 +671,14 @@ def test_torchdistill_kd_alpha_weighs_the_hard_term():
         theirs = td_alpha * ref_ce(Z, Y) + (1 - td_alpha) * 16.0 * kl
         ours = distillation_loss(_t(Z), _t(V), _y(), temperature=4.0, alpha=1 - td_alpha)
         assert float(ours) == pytest.approx(theirs, rel=1e-12)
-    # with logit standardisation (torchdistill LogitStdKDLoss; eps 1e-7, Bessel std): the same,
-    # here through the skew KL at skew 0, which is the forward KL exactly
+    # with logit standardisation (torchdistill LogitStdKDLoss; eps 1e-7, Bessel std): the same
     ps, qs = ref_probs(V, 2.0, True), ref_probs(Z, 2.0, True)
     kl_std = ref_mean([ref_kl(a, b) for a, b in zip(ps, qs, strict=True)])
     theirs = 0.1 * ref_ce(Z, Y) + 0.9 * 4.0 * kl_std
-    ours = skew_kl_loss(_t(Z), _t(V), _y(), skew=0.0, temperature=2.0, alpha=0.9, standardize=True)
+    kw = {"temperature": 2.0, "alpha": 0.9, "standardize": True}
+    assert float(distillation_loss(_t(Z), _t(V), _y(), **kw)) == pytest.approx(theirs, rel=1e-12)
+    # the skew KL at skew 0 is the same forward KL
+    ours = skew_kl_loss(_t(Z), _t(V), _y(), skew=0.0, **kw)
     assert float(ours) == pytest.approx(theirs, rel=1e-12)
 
 
@@ -740,8 +745,9 @@ BAD_INPUTS = [
 @pytest.mark.parametrize("function", ALL, ids=[f.__name__ for f in ALL])
 @pytest.mark.parametrize("student,teacher,labels,message", BAD_INPUTS)
 def test_bad_inputs_give_one_line_errors(function, student, teacher, labels, message):
+    kwargs = {"alpha": 0.5} if function in SOFT else {}  # a hard term, so labels are needed
     with pytest.raises(KDistillError, match=message) as error:
-        function(student, teacher, labels)
+        function(student, teacher, labels, **kwargs)
     assert "\n" not in str(error.value)
 
 
@@ -749,3 +755,161 @@ def test_bad_inputs_give_one_line_errors(function, student, teacher, labels, mes
 def test_soft_only_needs_no_labels(function):
     assert torch.isfinite(function(_t(Z), _t(V), alpha=1.0))
     assert torch.isfinite(dist_loss(_t(Z), _t(V), ce_weight=0.0))
+
+
+# ---------------------------------------------------------------- the registered objectives
+
+FAMILY = {  # name -> (arguments to build it with, its functional form)
+    "hinton": ({"temperature": 3.0, "alpha": 0.6, "standardize": True}, distillation_loss),
+    "reverse-kl": ({"temperature": 3.0, "alpha": 0.6, "standardize": True}, reverse_kl_loss),
+    "jsd": ({"beta": 0.2, "temperature": 2.0, "alpha": 0.5}, jsd_loss),
+    "tv": ({"temperature": 2.0, "alpha": 0.5}, tv_loss),
+    "skew-kl": ({"skew": 0.2, "temperature": 2.0, "alpha": 0.5}, skew_kl_loss),
+    "skew-reverse-kl": ({"skew": 0.2, "alpha": 0.5, "standardize": True}, skew_reverse_kl_loss),
+    "dkd": ({"alpha": 0.5, "beta": 4.0, "temperature": 2.0, "warmup": 0}, dkd_loss),
+    "dist": ({"beta": 2.0, "gamma": 1.0, "temperature": 2.0, "ce_weight": 0.5}, dist_loss),
+}
+TERMS = {
+    "hinton": ["soft", "hard"],
+    "reverse-kl": ["reverse_kl", "hard"],
+    "jsd": ["jsd", "hard"],
+    "tv": ["tv", "hard"],
+    "skew-kl": ["skew_kl", "hard"],
+    "skew-reverse-kl": ["skew_reverse_kl", "hard"],
+    "dkd": ["tckd", "nckd", "hard"],
+    "dist": ["inter", "intra", "hard"],
+}
+
+
+@pytest.mark.parametrize("ensemble", [False, True], ids=["teacher", "ensemble"])
+@pytest.mark.parametrize("name", sorted(FAMILY))
+def test_make_loss_builds_each_loss_equal_to_its_function(name, ensemble):
+    arguments, function = FAMILY[name]
+    loss = make_loss(name, **arguments)
+    assert loss.name == name and loss.supports_ensemble
+    for key, value in arguments.items():
+        assert loss.arguments()[key] == value
+    assert make_loss(name, **loss.arguments()).arguments() == loss.arguments()  # config round trip
+    v = _t(VE if ensemble else V)
+    terms = loss(_t(Z), v, _y())
+    assert list(terms) == TERMS[name]
+    functional = {k: w for k, w in arguments.items() if k != "warmup"}
+    expected = function(_t(Z), v, _y(), **functional)
+    assert float(sum_terms(terms)) == pytest.approx(float(expected), rel=1e-14)
+
+
+def test_defaults_agree_with_hinton_and_the_papers():
+    assert make_loss("hinton").arguments() == {"temperature": 1.0, "alpha": 1.0}
+    for name in ("reverse-kl", "jsd", "tv", "skew-kl", "skew-reverse-kl"):
+        args = make_loss(name).arguments()
+        assert args["temperature"] == 1.0 and args["alpha"] == 1.0
+    assert make_loss("jsd").arguments()["beta"] == 0.5  # TRL's default
+    assert make_loss("skew-kl").arguments()["skew"] == 0.1  # DistiLLM's
+    assert make_loss("dkd").arguments() == {  # the paper's CIFAR-100 setting
+        "alpha": 1.0, "beta": 8.0, "temperature": 4.0, "ce_weight": 1.0, "warmup": 20,
+        "standardize": False,
+    }  # fmt: skip
+    assert make_loss("dist").arguments() == {  # the official code's
+        "beta": 1.0, "gamma": 1.0, "temperature": 1.0, "ce_weight": 1.0, "eps": 1e-8,
+    }  # fmt: skip
+
+
+def test_dkd_objective_warms_up_with_on_epoch():
+    loss = make_loss("dkd", warmup=4, ce_weight=0.0)
+    full = dkd_loss(_t(Z), _t(V), _y(), ce_weight=0.0)
+    for epoch, factor in [(0, 0.25), (1, 0.5), (3, 1.0), (9, 1.0), (2, 0.75)]:
+        loss.on_epoch(epoch, 10)
+        got = float(sum_terms(loss(_t(Z), _t(V), _y())))
+        assert got == pytest.approx(factor * float(full), rel=1e-14)
+    fresh = make_loss("dkd", warmup=4)  # before the loop's first call: the first epoch's weight
+    assert fresh.warmup_factor == 0.25
+    assert make_loss("dkd", warmup=0).warmup_factor == 1.0
+
+
+@pytest.mark.parametrize(
+    "name,arguments,message",
+    [
+        ("jsd", {"beta": 0.0}, r"loss 'jsd': beta .* must be in \(0, 1\)"),
+        ("skew-kl", {"skew": 1.0}, r"loss 'skew-kl': skew"),
+        ("skew-kl", {"lam": 0.1}, "takes no argument 'lam'"),
+        ("dkd", {"warmup": -1}, r"warmup .* integer >= 0"),
+        ("dkd", {"warmup": 1.5}, r"warmup .* integer >= 0"),
+        ("dkd", {"warmup": True}, r"warmup .* integer >= 0"),
+        ("dkd", {"alpha": 0, "beta": 0, "ce_weight": 0}, "all 0"),
+        ("dist", {"gamma": -1}, "gamma"),
+        ("tv", {"standardize": True}, "takes no argument 'standardize'"),
+        ("hinton", {"standardize": "yes"}, "standardize must be true or false"),
+        ("reverse-kl", {"temperature": "hot"}, "temperature must be a number"),
+    ],
+)
+def test_make_loss_refuses_bad_arguments_in_one_line(name, arguments, message):
+    with pytest.raises(KDistillError, match=message) as error:
+        make_loss(name, **arguments)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("name", sorted(FAMILY))
+def test_objective_without_teacher_is_one_line_error(name):
+    loss = make_loss(name)
+    with pytest.raises(KDistillError, match="teacher") as error:
+        loss(_t(Z), None, _y())
+    assert "\n" not in str(error.value)
+
+
+@pytest.fixture(scope="module")
+def digits_and_teacher():
+    torch.manual_seed(0)
+    data = load_dataset("digits")
+    teacher = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10)
+    )
+    fit(teacher, data.train, TrainConfig(epochs=8, lr=0.05), progress=False)
+    teacher.eval()
+    with torch.no_grad():
+        logits = teacher(data.train.images)
+    return data.train, logits
+
+
+@pytest.mark.parametrize("name", sorted(FAMILY))
+def test_one_epoch_on_digits_lowers_the_training_loss(name, digits_and_teacher):
+    """One epoch of SGD on digits with each loss, as the loop would run it (sum of the terms)."""
+    train, teacher_logits = digits_and_teacher
+    arguments = {"dkd": {"warmup": 0}}.get(name, {})
+    loss = make_loss(name, **arguments)
+    torch.manual_seed(1)
+    student = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10)
+    )
+
+    def epoch_loss() -> float:
+        with torch.no_grad():
+            return float(sum_terms(loss(student(train.images), teacher_logits, train.labels)))
+
+    before = epoch_loss()
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.05, momentum=0.9)
+    loss.on_epoch(0, 1)
+    order = torch.randperm(len(train.labels))
+    for start in range(0, len(order), 64):
+        index = order[start : start + 64]
+        optimizer.zero_grad()
+        terms = loss(student(train.images[index]), teacher_logits[index], train.labels[index])
+        sum_terms(terms).backward()
+        optimizer.step()
+    after = epoch_loss()
+    # The bounded divergences (JSD <= log 2, TV <= 1) move slowest: about 2-3% in this epoch,
+    # the others 10-80%.
+    assert math.isfinite(after) and after < 0.99 * before
+
+
+def test_loss_benchmark_quick_mode_writes_every_row(tmp_path):
+    """benchmarks/losses.py --quick runs every loss (no timing is asserted)."""
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "losses.py"
+    spec = importlib.util.spec_from_file_location("kdistill_benchmark_losses", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "losses.json"
+    assert bench.main(["--quick", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["loss"] for r in rows] == list(bench.LOSSES)
+    assert rows[0]["loss_ratio"] == 1.0
+    assert all(r["loss_us"] > 0 and r["step_us"] > 0 for r in rows)

@@ -6,6 +6,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from kdistill.errors import KDistillError
+from kdistill.losses.base import DistillationObjective
+from kdistill.losses.hinton import sum_terms
 from kdistill.losses.logit_utils import (
     check_inputs,
     check_label_range,
@@ -14,6 +16,7 @@ from kdistill.losses.logit_utils import (
     student_log_probs,
     teacher_log_probs,
 )
+from kdistill.losses.registry import register
 
 DIST_EPS = 1e-8
 """Added to the product of the norms in the Pearson correlation, as in the official code."""
@@ -55,7 +58,7 @@ def dist_terms(
     """The weighted terms of :func:`dist_loss`, without validation (the hot path).
 
     Returns:
-        ``{"inter": beta tau^2 L_inter, "intra": gamma tau^2 L_intra, "ce": ce_weight CE}``,
+        ``{"inter": beta tau^2 L_inter, "intra": gamma tau^2 L_intra, "hard": ce_weight CE}``,
         without a term whose weight is 0.
     """
     terms = {}
@@ -68,7 +71,7 @@ def dist_terms(
         if gamma > 0:
             terms["intra"] = gamma * scale * (1 - pearson_rows(y_s.T, y_t.T, eps).mean())
     if ce_weight > 0:
-        terms["ce"] = ce_weight * F.cross_entropy(student_logits, labels)
+        terms["hard"] = ce_weight * F.cross_entropy(student_logits, labels)
     return terms
 
 
@@ -167,4 +170,50 @@ def dist_loss(
         ce_weight=ce_weight,
         eps=eps,
     )
-    return sum(terms.values())
+    return sum_terms(terms)
+
+
+@register
+class DISTLoss(DistillationObjective):
+    """:func:`dist_loss` as the training loop calls it: ``{"inter", "intra", "hard"}`` terms.
+
+    Args:
+        beta: weight of the inter-class relation, >= 0. Default: 1.
+        gamma: weight of the intra-class relation, >= 0. Default: 1.
+        temperature: tau > 0. Default: 1.
+        ce_weight: weight of the hard-label cross-entropy, >= 0. Default: 1.
+        eps: added to the correlation's denominator. Default: 1e-8 (the official code's).
+    """
+
+    name = "dist"
+    supports_ensemble = True
+
+    def __init__(
+        self,
+        beta: float = 1.0,
+        gamma: float = 1.0,
+        temperature: float = 1.0,
+        ce_weight: float = 1.0,
+        eps: float = DIST_EPS,
+    ) -> None:
+        super().__init__()
+        checked = check_dist_arguments(beta, gamma, temperature, ce_weight, eps)
+        self.beta, self.gamma, self.temperature, self.ce_weight, self.eps = checked
+
+    def forward(
+        self, student_logits: Tensor, teacher_logits: Tensor | None, labels: Tensor
+    ) -> dict[str, Tensor]:
+        """The weighted terms of a batch."""
+        check_inputs(
+            student_logits, teacher_logits, labels, loss=self.name, needs_labels=self.ce_weight > 0
+        )
+        return dist_terms(
+            student_logits,
+            teacher_logits,
+            labels,
+            beta=self.beta,
+            gamma=self.gamma,
+            temperature=self.temperature,
+            ce_weight=self.ce_weight,
+            eps=self.eps,
+        )

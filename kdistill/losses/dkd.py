@@ -7,6 +7,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from kdistill.errors import KDistillError
+from kdistill.losses.base import DistillationObjective
+from kdistill.losses.hinton import sum_terms
 from kdistill.losses.logit_utils import (
     check_count,
     check_flag,
@@ -18,6 +20,7 @@ from kdistill.losses.logit_utils import (
     student_log_probs,
     teacher_log_probs,
 )
+from kdistill.losses.registry import register
 
 
 def decoupled_kl(log_p: Tensor, log_q: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
@@ -85,7 +88,7 @@ def dkd_terms(
     """The weighted terms of :func:`dkd_loss`, without validation (the hot path).
 
     Returns:
-        ``{"tckd": w alpha T^2 TCKD, "nckd": w beta T^2 NCKD, "ce": ce_weight CE}`` with the
+        ``{"tckd": w alpha T^2 TCKD, "nckd": w beta T^2 NCKD, "hard": ce_weight CE}`` with the
         warm-up factor ``w``, without a term whose weight is 0.
     """
     terms = {}
@@ -99,7 +102,7 @@ def dkd_terms(
         if beta > 0:
             terms["nckd"] = scale * beta * nckd.mean()
     if ce_weight > 0:
-        terms["ce"] = ce_weight * F.cross_entropy(student_logits, labels)
+        terms["hard"] = ce_weight * F.cross_entropy(student_logits, labels)
     return terms
 
 
@@ -195,4 +198,63 @@ def dkd_loss(
         standardize=standardize,
         warmup_factor=w,
     )
-    return sum(terms.values())
+    return sum_terms(terms)
+
+
+@register
+class DKDLoss(DistillationObjective):
+    """:func:`dkd_loss` as the training loop calls it: ``{"tckd", "nckd", "hard"}`` terms.
+
+    The KD terms are warmed up linearly over the first ``warmup`` epochs, as in the paper and
+    the official code: :meth:`on_epoch` sets their weight to ``min((epoch + 1) / warmup, 1)``
+    (see :func:`dkd_warmup_factor`). Until the loop first calls it, the weight is that of the
+    first epoch.
+
+    Args:
+        alpha: weight of TCKD, >= 0. Default: 1.
+        beta: weight of NCKD, >= 0. Default: 8.
+        temperature: T > 0. Default: 4.
+        ce_weight: weight of the hard-label cross-entropy, >= 0. Default: 1.
+        warmup: epochs of linear warm-up of the KD terms, an integer >= 0 (0: none).
+            Default: 20.
+        standardize: logit standardisation (Sun et al. 2024). Default: False.
+    """
+
+    name = "dkd"
+    supports_ensemble = True
+
+    def __init__(
+        self,
+        alpha: float = 1.0,
+        beta: float = 8.0,
+        temperature: float = 4.0,
+        ce_weight: float = 1.0,
+        warmup: int = 20,
+        standardize: bool = False,
+    ) -> None:
+        super().__init__()
+        checked = check_dkd_arguments(alpha, beta, temperature, ce_weight, warmup, standardize)
+        self.alpha, self.beta, self.temperature, self.ce_weight = checked[:4]
+        self.warmup, self.standardize = checked[4:]
+        self.warmup_factor = dkd_warmup_factor(0, self.warmup)
+
+    def on_epoch(self, epoch: int, epochs: int) -> None:
+        """Set the warm-up weight of the KD terms for ``epoch`` (0-based)."""
+        self.warmup_factor = dkd_warmup_factor(epoch, self.warmup)
+
+    def forward(
+        self, student_logits: Tensor, teacher_logits: Tensor | None, labels: Tensor
+    ) -> dict[str, Tensor]:
+        """The weighted terms of a batch."""
+        check_inputs(student_logits, teacher_logits, labels, loss=self.name, needs_labels=True)
+        return dkd_terms(
+            student_logits,
+            teacher_logits,
+            labels,
+            alpha=self.alpha,
+            beta=self.beta,
+            temperature=self.temperature,
+            ce_weight=self.ce_weight,
+            standardize=self.standardize,
+            warmup_factor=self.warmup_factor,
+        )

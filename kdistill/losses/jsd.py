@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
+from kdistill.losses.base import DistillationObjective
+from kdistill.losses.hinton import sum_terms
 from kdistill.losses.logit_utils import (
     check_alpha,
     check_flag,
@@ -17,10 +19,17 @@ from kdistill.losses.logit_utils import (
     student_log_probs,
     teacher_log_probs,
 )
+from kdistill.losses.registry import register
 
+NAME = "jsd"
 JSD_BETA_HINT = (
     "; JSD(beta) is 0 at beta = 0 and 1: use --loss hinton (forward KL) or reverse-kl there"
 )
+
+
+def check_jsd_beta(beta: float) -> float:
+    """Return ``beta`` as a float, or raise if it is not in (0, 1)."""
+    return check_open_unit("beta", beta, "the teacher's weight in JSD(beta)", JSD_BETA_HINT)
 
 
 def jsd_divergence(log_p: Tensor, log_q: Tensor, beta: float) -> Tensor:
@@ -54,7 +63,7 @@ def jsd_terms(
     """The weighted terms of :func:`jsd_loss`, without validation (the hot path).
 
     Returns:
-        ``{"jsd": alpha T^2 JSD_beta(p_t || p_s), "ce": (1 - alpha) CE}``, without a term whose
+        ``{"jsd": alpha T^2 JSD_beta(p_t || p_s), "hard": (1 - alpha) CE}``, without a term whose
         weight is 0.
     """
     terms = {}
@@ -63,7 +72,7 @@ def jsd_terms(
         log_p = teacher_log_probs(teacher_logits, temperature, standardize)
         terms["jsd"] = alpha * temperature**2 * jsd_divergence(log_p, log_q, beta).mean()
     if alpha < 1:
-        terms["ce"] = (1 - alpha) * F.cross_entropy(student_logits, labels)
+        terms["hard"] = (1 - alpha) * F.cross_entropy(student_logits, labels)
     return terms
 
 
@@ -74,7 +83,7 @@ def jsd_loss(
     *,
     beta: float = 0.5,
     temperature: float = 1.0,
-    alpha: float = 0.5,
+    alpha: float = 1.0,
     standardize: bool = False,
 ) -> Tensor:
     r"""Distillation with the generalised Jensen-Shannon divergence JSD(beta).
@@ -126,18 +135,18 @@ def jsd_loss(
             Default: 0.5 (the symmetric JSD; TRL's default).
         temperature: T > 0. Default: 1.
         alpha: weight of the soft term in [0, 1]; the hard-label cross-entropy gets
-            ``1 - alpha``. Default: 0.5.
+            ``1 - alpha``. Default: 1 (soft term only, as ``hinton``).
         standardize: z-score both logit vectors first (logit standardisation, Sun et al. 2024).
             Default: False.
 
     Returns:
         A scalar tensor.
     """
-    beta = check_open_unit("beta", beta, "the teacher's weight in JSD(beta)", JSD_BETA_HINT)
+    beta = check_jsd_beta(beta)
     temperature = check_temperature(temperature)
     alpha = check_alpha(alpha)
     standardize = check_flag("standardize", standardize)
-    check_inputs(student_logits, teacher_logits, labels, loss="jsd", needs_labels=alpha < 1)
+    check_inputs(student_logits, teacher_logits, labels, loss=NAME, needs_labels=alpha < 1)
     if alpha < 1:
         check_label_range(labels, student_logits.shape[-1])
     terms = jsd_terms(
@@ -149,4 +158,47 @@ def jsd_loss(
         alpha=alpha,
         standardize=standardize,
     )
-    return sum(terms.values())
+    return sum_terms(terms)
+
+
+@register
+class JSDLoss(DistillationObjective):
+    """:func:`jsd_loss` as the training loop calls it: ``{"jsd", "hard"}`` terms.
+
+    Args:
+        beta: the teacher's weight in JSD(beta), in (0, 1). Default: 0.5.
+        temperature: T > 0. Default: 1.
+        alpha: weight of the soft term in [0, 1]. Default: 1.
+        standardize: logit standardisation (Sun et al. 2024). Default: False.
+    """
+
+    name = NAME
+    supports_ensemble = True
+
+    def __init__(
+        self,
+        beta: float = 0.5,
+        temperature: float = 1.0,
+        alpha: float = 1.0,
+        standardize: bool = False,
+    ) -> None:
+        super().__init__()
+        self.beta = check_jsd_beta(beta)
+        self.temperature = check_temperature(temperature)
+        self.alpha = check_alpha(alpha)
+        self.standardize = check_flag("standardize", standardize)
+
+    def forward(
+        self, student_logits: Tensor, teacher_logits: Tensor | None, labels: Tensor
+    ) -> dict[str, Tensor]:
+        """The weighted terms of a batch."""
+        check_inputs(student_logits, teacher_logits, labels, loss=NAME, needs_labels=self.alpha < 1)
+        return jsd_terms(
+            student_logits,
+            teacher_logits,
+            labels,
+            beta=self.beta,
+            temperature=self.temperature,
+            alpha=self.alpha,
+            standardize=self.standardize,
+        )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
+from kdistill.losses.base import DistillationObjective
+from kdistill.losses.hinton import sum_terms
 from kdistill.losses.logit_utils import (
     check_alpha,
     check_flag,
@@ -15,6 +17,9 @@ from kdistill.losses.logit_utils import (
     student_log_probs,
     teacher_log_probs,
 )
+from kdistill.losses.registry import register
+
+NAME = "reverse-kl"
 
 
 def reverse_kl_terms(
@@ -29,7 +34,7 @@ def reverse_kl_terms(
     """The weighted terms of :func:`reverse_kl_loss`, without validation (the hot path).
 
     Returns:
-        ``{"reverse_kl": alpha T^2 KL(p_s || p_t), "ce": (1 - alpha) CE}``, without a term whose
+        ``{"reverse_kl": alpha T^2 KL(p_s || p_t), "hard": (1 - alpha) CE}``, without a term whose
         weight is 0.
     """
     terms = {}
@@ -38,7 +43,7 @@ def reverse_kl_terms(
         log_p = teacher_log_probs(teacher_logits, temperature, standardize)
         terms["reverse_kl"] = alpha * temperature**2 * kl_per_example(log_q, log_p).mean()
     if alpha < 1:
-        terms["ce"] = (1 - alpha) * F.cross_entropy(student_logits, labels)
+        terms["hard"] = (1 - alpha) * F.cross_entropy(student_logits, labels)
     return terms
 
 
@@ -48,7 +53,7 @@ def reverse_kl_loss(
     labels: Tensor | None = None,
     *,
     temperature: float = 1.0,
-    alpha: float = 0.5,
+    alpha: float = 1.0,
     standardize: bool = False,
 ) -> Tensor:
     r"""Reverse-KL distillation: the student's distribution comes first in the KL.
@@ -77,7 +82,7 @@ def reverse_kl_loss(
         labels: ``(B,)`` class indices; needed unless ``alpha == 1``.
         temperature: T > 0. Default: 1.
         alpha: weight of the soft term in [0, 1]; the hard-label cross-entropy (on the raw
-            logits) gets ``1 - alpha``. Default: 0.5.
+            logits) gets ``1 - alpha``. Default: 1 (soft term only, as ``hinton``).
         standardize: z-score both logit vectors first (logit standardisation, Sun et al. 2024;
             T is then the base temperature). Default: False.
 
@@ -87,7 +92,7 @@ def reverse_kl_loss(
     temperature = check_temperature(temperature)
     alpha = check_alpha(alpha)
     standardize = check_flag("standardize", standardize)
-    check_inputs(student_logits, teacher_logits, labels, loss="reverse-kl", needs_labels=alpha < 1)
+    check_inputs(student_logits, teacher_logits, labels, loss=NAME, needs_labels=alpha < 1)
     if alpha < 1:
         check_label_range(labels, student_logits.shape[-1])
     terms = reverse_kl_terms(
@@ -98,4 +103,38 @@ def reverse_kl_loss(
         alpha=alpha,
         standardize=standardize,
     )
-    return sum(terms.values())
+    return sum_terms(terms)
+
+
+@register
+class ReverseKLLoss(DistillationObjective):
+    """:func:`reverse_kl_loss` as the training loop calls it: ``{"reverse_kl", "hard"}`` terms.
+
+    Args:
+        temperature: T > 0. Default: 1.
+        alpha: weight of the soft term in [0, 1]. Default: 1.
+        standardize: logit standardisation (Sun et al. 2024). Default: False.
+    """
+
+    name = NAME
+    supports_ensemble = True
+
+    def __init__(self, temperature: float = 1.0, alpha: float = 1.0, standardize: bool = False):
+        super().__init__()
+        self.temperature = check_temperature(temperature)
+        self.alpha = check_alpha(alpha)
+        self.standardize = check_flag("standardize", standardize)
+
+    def forward(
+        self, student_logits: Tensor, teacher_logits: Tensor | None, labels: Tensor
+    ) -> dict[str, Tensor]:
+        """The weighted terms of a batch."""
+        check_inputs(student_logits, teacher_logits, labels, loss=NAME, needs_labels=self.alpha < 1)
+        return reverse_kl_terms(
+            student_logits,
+            teacher_logits,
+            labels,
+            temperature=self.temperature,
+            alpha=self.alpha,
+            standardize=self.standardize,
+        )

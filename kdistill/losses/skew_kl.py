@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
+from kdistill.losses.base import DistillationObjective
+from kdistill.losses.hinton import sum_terms
 from kdistill.losses.logit_utils import (
     check_alpha,
     check_flag,
@@ -17,6 +19,7 @@ from kdistill.losses.logit_utils import (
     student_log_probs,
     teacher_log_probs,
 )
+from kdistill.losses.registry import register
 
 SKEW_HINT = "; at skew = 1 the divergence is identically 0"
 
@@ -50,7 +53,7 @@ def skew_kl_terms(
     """The weighted terms of :func:`skew_kl_loss` / :func:`skew_reverse_kl_loss`, unvalidated.
 
     Returns:
-        ``{"skew_kl": ...}`` (or ``"skew_reverse_kl"``) and ``{"ce": (1 - alpha) CE}``, without a
+        ``{"skew_kl": ...}`` (or ``"skew_reverse_kl"``) and ``{"hard": (1 - alpha) CE}``, without a
         term whose weight is 0.
     """
     terms = {}
@@ -63,7 +66,7 @@ def skew_kl_terms(
             divergence, name = skew_kl_divergence(log_p, log_q, skew), "skew_kl"
         terms[name] = alpha * temperature**2 * divergence.mean()
     if alpha < 1:
-        terms["ce"] = (1 - alpha) * F.cross_entropy(student_logits, labels)
+        terms["hard"] = (1 - alpha) * F.cross_entropy(student_logits, labels)
     return terms
 
 
@@ -74,7 +77,7 @@ def skew_kl_loss(
     *,
     skew: float = 0.1,
     temperature: float = 1.0,
-    alpha: float = 0.5,
+    alpha: float = 1.0,
     standardize: bool = False,
 ) -> Tensor:
     r"""Skew KL distillation: the forward KL against a mixture that leans towards the teacher.
@@ -108,7 +111,7 @@ def skew_kl_loss(
         skew: lambda in [0, 1), the teacher's weight in the mixture. Default: 0.1 (DistiLLM's).
         temperature: T > 0. Default: 1.
         alpha: weight of the soft term in [0, 1]; the hard-label cross-entropy gets
-            ``1 - alpha``. Default: 0.5.
+            ``1 - alpha``. Default: 1 (soft term only, as ``hinton``).
         standardize: z-score both logit vectors first (logit standardisation, Sun et al. 2024).
             Default: False.
 
@@ -128,7 +131,7 @@ def skew_reverse_kl_loss(
     *,
     skew: float = 0.1,
     temperature: float = 1.0,
-    alpha: float = 0.5,
+    alpha: float = 1.0,
     standardize: bool = False,
 ) -> Tensor:
     r"""Skew reverse KL distillation: the reverse KL against a mixture leaning to the student.
@@ -150,7 +153,7 @@ def skew_reverse_kl_loss(
         labels: ``(B,)`` class indices; needed unless ``alpha == 1``.
         skew: lambda in [0, 1), the student's weight in the mixture. Default: 0.1.
         temperature: T > 0. Default: 1.
-        alpha: weight of the soft term in [0, 1]. Default: 0.5.
+        alpha: weight of the soft term in [0, 1]. Default: 1.
         standardize: z-score both logit vectors first. Default: False.
 
     Returns:
@@ -195,4 +198,71 @@ def _skew_loss(
         alpha=alpha,
         standardize=standardize,
     )
-    return sum(terms.values())
+    return sum_terms(terms)
+
+
+class _SkewObjective(DistillationObjective):
+    reverse: bool
+
+    def __init__(
+        self,
+        skew: float = 0.1,
+        temperature: float = 1.0,
+        alpha: float = 1.0,
+        standardize: bool = False,
+    ) -> None:
+        super().__init__()
+        self.skew = check_skew(skew)
+        self.temperature = check_temperature(temperature)
+        self.alpha = check_alpha(alpha)
+        self.standardize = check_flag("standardize", standardize)
+
+    def forward(
+        self, student_logits: Tensor, teacher_logits: Tensor | None, labels: Tensor
+    ) -> dict[str, Tensor]:
+        """The weighted terms of a batch."""
+        check_inputs(
+            student_logits, teacher_logits, labels, loss=self.name, needs_labels=self.alpha < 1
+        )
+        return skew_kl_terms(
+            student_logits,
+            teacher_logits,
+            labels,
+            skew=self.skew,
+            reverse=self.reverse,
+            temperature=self.temperature,
+            alpha=self.alpha,
+            standardize=self.standardize,
+        )
+
+
+@register
+class SkewKLLoss(_SkewObjective):
+    """:func:`skew_kl_loss` as the training loop calls it: ``{"skew_kl", "hard"}`` terms.
+
+    Args:
+        skew: lambda in [0, 1), the teacher's weight in the mixture. Default: 0.1.
+        temperature: T > 0. Default: 1.
+        alpha: weight of the soft term in [0, 1]. Default: 1.
+        standardize: logit standardisation (Sun et al. 2024). Default: False.
+    """
+
+    name = "skew-kl"
+    supports_ensemble = True
+    reverse = False
+
+
+@register
+class SkewReverseKLLoss(_SkewObjective):
+    """:func:`skew_reverse_kl_loss` as the loop calls it: ``{"skew_reverse_kl", "hard"}`` terms.
+
+    Args:
+        skew: lambda in [0, 1), the student's weight in the mixture. Default: 0.1.
+        temperature: T > 0. Default: 1.
+        alpha: weight of the soft term in [0, 1]. Default: 1.
+        standardize: logit standardisation (Sun et al. 2024). Default: False.
+    """
+
+    name = "skew-reverse-kl"
+    supports_ensemble = True
+    reverse = True

@@ -16,10 +16,9 @@ STANDARDIZE_EPS = 1e-7
 def standardize_logits(logits: Tensor, eps: float = STANDARDIZE_EPS) -> Tensor:
     r"""Z-score of each logit vector over the last (class) dimension.
 
-    From Sun et al., "Logit Standardization in Knowledge Distillation", CVPR 2024 (eq. 7 and
-    Algorithm 1): the teacher and the student each get their own "temperature" equal to the
-    standard deviation of their logits, so the student is asked to match the teacher's logit
-    *relations* rather than their range:
+    From Sun et al., "Logit Standardization in Knowledge Distillation", CVPR 2024: the teacher and
+    the student each get their own "temperature" equal to the standard deviation of their logits, so
+    the student is asked to match the teacher's logit *relations* rather than their range:
 
     .. math::
         \mathcal{Z}(z)_k = \frac{z_k - \bar z}{\sigma(z) + \epsilon}, \qquad
@@ -31,9 +30,10 @@ def standardize_logits(logits: Tensor, eps: float = STANDARDIZE_EPS) -> Tensor:
     their ``T^2`` scaling, as the official code does.
 
     Conventions, those of the official code (``sunshangquan/logit-standardization-KD``,
-    ``normalize``): the standard deviation is the Bessel-corrected one (``torch.std``, divisor
-    ``C - 1``; the paper's eq. 7 writes the divisor ``C``, which only rescales every vector by
-    ``sqrt(C / (C - 1))``, i.e. changes the base temperature), and ``eps`` is added to it.
+    ``normalize``; also torchdistill's ``LogitStdKDLoss``): the standard deviation is the
+    Bessel-corrected one (``torch.std``, divisor ``C - 1``; a population std, divisor ``C``,
+    would only rescale every vector by ``sqrt(C / (C - 1))``, i.e. change the base
+    temperature), and ``eps`` is added to it.
 
     The result does not change when a constant is added to all logits of a vector, and changes by
     less than ``eps / sigma`` relative when they are multiplied by a positive number.

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
+from kdistill.losses.base import DistillationObjective
+from kdistill.losses.hinton import sum_terms
 from kdistill.losses.logit_utils import (
     check_alpha,
     check_inputs,
@@ -13,6 +15,9 @@ from kdistill.losses.logit_utils import (
     student_log_probs,
     teacher_log_probs,
 )
+from kdistill.losses.registry import register
+
+NAME = "tv"
 
 
 def tv_terms(
@@ -26,7 +31,7 @@ def tv_terms(
     """The weighted terms of :func:`tv_loss`, without validation (the hot path).
 
     Returns:
-        ``{"tv": alpha T^2 TV(p_t, p_s), "ce": (1 - alpha) CE}``, without a term whose weight
+        ``{"tv": alpha T^2 TV(p_t, p_s), "hard": (1 - alpha) CE}``, without a term whose weight
         is 0.
     """
     terms = {}
@@ -36,7 +41,7 @@ def tv_terms(
         tv = 0.5 * (p - q).abs().sum(dim=-1)
         terms["tv"] = alpha * temperature**2 * tv.mean()
     if alpha < 1:
-        terms["ce"] = (1 - alpha) * F.cross_entropy(student_logits, labels)
+        terms["hard"] = (1 - alpha) * F.cross_entropy(student_logits, labels)
     return terms
 
 
@@ -46,7 +51,7 @@ def tv_loss(
     labels: Tensor | None = None,
     *,
     temperature: float = 1.0,
-    alpha: float = 0.5,
+    alpha: float = 1.0,
 ) -> Tensor:
     r"""Distillation with the total-variation distance between the two distributions.
 
@@ -77,15 +82,42 @@ def tv_loss(
         labels: ``(B,)`` class indices; needed unless ``alpha == 1``.
         temperature: T > 0. Default: 1.
         alpha: weight of the soft term in [0, 1]; the hard-label cross-entropy gets
-            ``1 - alpha``. Default: 0.5.
+            ``1 - alpha``. Default: 1 (soft term only, as ``hinton``).
 
     Returns:
         A scalar tensor.
     """
     temperature = check_temperature(temperature)
     alpha = check_alpha(alpha)
-    check_inputs(student_logits, teacher_logits, labels, loss="tv", needs_labels=alpha < 1)
+    check_inputs(student_logits, teacher_logits, labels, loss=NAME, needs_labels=alpha < 1)
     if alpha < 1:
         check_label_range(labels, student_logits.shape[-1])
     terms = tv_terms(student_logits, teacher_logits, labels, temperature=temperature, alpha=alpha)
-    return sum(terms.values())
+    return sum_terms(terms)
+
+
+@register
+class TVLoss(DistillationObjective):
+    """:func:`tv_loss` as the training loop calls it: ``{"tv", "hard"}`` terms.
+
+    Args:
+        temperature: T > 0. Default: 1.
+        alpha: weight of the soft term in [0, 1]. Default: 1.
+    """
+
+    name = NAME
+    supports_ensemble = True
+
+    def __init__(self, temperature: float = 1.0, alpha: float = 1.0) -> None:
+        super().__init__()
+        self.temperature = check_temperature(temperature)
+        self.alpha = check_alpha(alpha)
+
+    def forward(
+        self, student_logits: Tensor, teacher_logits: Tensor | None, labels: Tensor
+    ) -> dict[str, Tensor]:
+        """The weighted terms of a batch."""
+        check_inputs(student_logits, teacher_logits, labels, loss=NAME, needs_labels=self.alpha < 1)
+        return tv_terms(
+            student_logits, teacher_logits, labels, temperature=self.temperature, alpha=self.alpha
+        )
