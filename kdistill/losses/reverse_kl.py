@@ -119,7 +119,9 @@ class ReverseKLLoss(DistillationObjective):
     name = NAME
     supports_ensemble = True
 
-    def __init__(self, temperature: float = 1.0, alpha: float = 1.0, standardize: bool = False):
+    def __init__(
+        self, temperature: float = 1.0, alpha: float = 1.0, standardize: bool = False
+    ) -> None:
         super().__init__()
         self.temperature = check_temperature(temperature)
         self.alpha = check_alpha(alpha)
