@@ -29,7 +29,7 @@ def test_plan_declares_every_experiment_once_with_teachers_first(tmp_path: Path)
             assert keys.index(str(Path(teacher).relative_to(tmp_path.resolve()))) < keys.index(key)
     main_distilled = the_plan.runs[h.distill_key(800, 20, 2)]
     assert main_distilled.teachers == [teacher_folder]
-    assert main_distilled.train.temperature == 20 and main_distilled.train.jitter == 0
+    assert main_distilled.train.loss_args["temperature"] == 20 and main_distilled.train.jitter == 0
     assert main_distilled.model == "mlp:800x800"
     # 3 widths x 7 temperatures; the 800 / T=20 cell is the main table's distilled run
     assert sum(k.startswith("mnist/distill-") and k.endswith("seed0") for k in keys) == 21
