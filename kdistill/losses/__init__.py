@@ -39,8 +39,38 @@ from kdistill.losses.hinton import (
     sum_terms,
 )
 
+# isort: split
+# The logit-distillation family (issue 13); importing registers each loss.
+from kdistill.losses.dist import DISTLoss, dist_loss
+from kdistill.losses.dkd import DKDLoss, dkd_loss
+from kdistill.losses.jsd import JSDLoss, jsd_loss
+from kdistill.losses.reverse_kl import ReverseKLLoss, reverse_kl_loss
+from kdistill.losses.skew_kl import (
+    SkewKLLoss,
+    SkewReverseKLLoss,
+    skew_kl_loss,
+    skew_reverse_kl_loss,
+)
+from kdistill.losses.standardize import standardize_logits
+from kdistill.losses.tv import TVLoss, tv_loss
+
 __all__ = [
     "LOSSES",
+    "DISTLoss",
+    "DKDLoss",
+    "JSDLoss",
+    "ReverseKLLoss",
+    "SkewKLLoss",
+    "SkewReverseKLLoss",
+    "TVLoss",
+    "dist_loss",
+    "dkd_loss",
+    "jsd_loss",
+    "reverse_kl_loss",
+    "skew_kl_loss",
+    "skew_reverse_kl_loss",
+    "standardize_logits",
+    "tv_loss",
     "CrossEntropyLoss",
     "DistillationLoss",
     "DistillationObjective",

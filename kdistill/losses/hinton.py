@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdistill.errors import KDistillError
 from kdistill.losses.base import DistillationObjective
+from kdistill.losses.logit_utils import check_flag, student_log_probs
+from kdistill.losses.logit_utils import teacher_log_probs as teacher_log_probs_at
 from kdistill.losses.registry import register
 from kdistill.losses.targets import (
     TeacherLogits,
@@ -33,6 +36,7 @@ def distillation_loss(
     *,
     temperature: float,
     alpha: float,
+    standardize: bool = False,
 ) -> Tensor:
     r"""The distillation objective of Hinton, Vinyals & Dean (2015), section 2.
 
@@ -58,6 +62,9 @@ def distillation_loss(
         labels: ``(B,)`` class indices in ``[0, C)``; needed unless ``alpha == 1``.
         temperature: T > 0.
         alpha: weight of the soft-target term in [0, 1]; 0 is plain cross-entropy.
+        standardize: z-score each logit vector before the softmax (logit standardisation, Sun
+            et al., CVPR 2024, :func:`~kdistill.losses.standardize.standardize_logits`; T is
+            then the base temperature). Default: False.
 
     Returns:
         A scalar tensor.
@@ -68,6 +75,7 @@ def distillation_loss(
     """
     temperature = check_temperature(temperature)
     alpha = check_alpha(alpha)
+    standardize = check_flag("standardize", standardize)
     if isinstance(teacher_logits, Tensor):
         members = list(teacher_logits.unbind(0)) if teacher_logits.dim() == 3 else [teacher_logits]
     else:
@@ -76,7 +84,12 @@ def distillation_loss(
     if labels is not None and alpha < 1:
         check_labels(labels, student_logits.shape[-1])
     return distillation_loss_unchecked(
-        student_logits, teacher_logits, labels, temperature=temperature, alpha=alpha
+        student_logits,
+        teacher_logits,
+        labels,
+        temperature=temperature,
+        alpha=alpha,
+        standardize=standardize,
     )
 
 
@@ -88,6 +101,7 @@ def distillation_loss_unchecked(
     temperature: float,
     alpha: float,
     teacher_log_probs: Tensor | None = None,
+    standardize: bool = False,
 ) -> Tensor:
     """:func:`distillation_loss` without validation: the sum of :func:`hinton_terms`.
 
@@ -101,6 +115,7 @@ def distillation_loss_unchecked(
         temperature=temperature,
         alpha=alpha,
         teacher_log_probs=teacher_log_probs,
+        standardize=standardize,
     )
     return sum_terms(terms)
 
@@ -113,9 +128,14 @@ def hinton_terms(
     temperature: float,
     alpha: float,
     teacher_log_probs: Tensor | None = None,
+    standardize: bool = False,
 ) -> dict[str, Tensor]:
     """The two weighted terms of the objective, unchecked: ``soft`` (if alpha > 0), ``hard``
-    (if alpha < 1). A term of weight 0 is left out, so its work is not done."""
+    (if alpha < 1). A term of weight 0 is left out, so its work is not done.
+
+    With ``standardize`` both logit vectors are z-scored before the softmax (an ensemble's
+    members each on their own); precomputed ``teacher_log_probs`` must then come from
+    standardised logits."""
     terms = {}
     if alpha > 0:
         if teacher_log_probs is None:
@@ -124,9 +144,14 @@ def hinton_terms(
                     "the 'hinton' loss needs a teacher (alpha > 0): give one, or train on hard "
                     "labels with the 'cross-entropy' loss"
                 )
-            teacher_log_probs = log_soft_targets(teacher_logits, temperature)
-        student_log_probs = F.log_softmax(student_logits / temperature, dim=-1)
-        kl = F.kl_div(student_log_probs, teacher_log_probs, reduction="batchmean", log_target=True)
+            if standardize:
+                if not isinstance(teacher_logits, Tensor):
+                    teacher_logits = torch.stack(list(teacher_logits))
+                teacher_log_probs = teacher_log_probs_at(teacher_logits, temperature, True)
+            else:
+                teacher_log_probs = log_soft_targets(teacher_logits, temperature)
+        log_q = student_log_probs(student_logits, temperature, standardize)
+        kl = F.kl_div(log_q, teacher_log_probs, reduction="batchmean", log_target=True)
         terms["soft"] = alpha * temperature**2 * kl
     if alpha < 1:
         terms["hard"] = (1 - alpha) * F.cross_entropy(student_logits, labels)
@@ -182,24 +207,41 @@ class HintonLoss(DistillationObjective):
         temperature: T > 0 (default 1).
         alpha: weight of the soft-target term in [0, 1] (default 1: soft targets only, as in
             the paper's MNIST students).
+        standardize: logit standardisation before the softmax (Sun et al., CVPR 2024; T is then
+            the base temperature) (default False).
     """
 
     name = "hinton"
     supports_ensemble = True
 
-    def __init__(self, temperature: float = 1.0, alpha: float = 1.0) -> None:
+    def __init__(
+        self, temperature: float = 1.0, alpha: float = 1.0, standardize: bool = False
+    ) -> None:
         super().__init__()
         self.temperature = check_temperature(temperature)
         self.alpha = check_alpha(alpha)
+        self.standardize = check_flag("standardize", standardize)
 
     def forward(
         self, student_logits: Tensor, teacher_logits: Tensor | None, labels: Tensor
     ) -> dict[str, Tensor]:
         """The weighted soft and hard terms of a batch (see the class docstring)."""
         return hinton_terms(
-            student_logits, teacher_logits, labels, temperature=self.temperature, alpha=self.alpha
+            student_logits,
+            teacher_logits,
+            labels,
+            temperature=self.temperature,
+            alpha=self.alpha,
+            standardize=self.standardize,
         )
 
     def arguments(self) -> dict[str, Any]:
-        """``{"temperature": T, "alpha": alpha}``."""
-        return {"temperature": self.temperature, "alpha": self.alpha}
+        """``{"temperature": T, "alpha": alpha}``, and ``"standardize": True`` when set.
+
+        A run without standardisation records the same arguments as before the switch
+        existed, so its config compares equal on resume.
+        """
+        values: dict[str, Any] = {"temperature": self.temperature, "alpha": self.alpha}
+        if self.standardize:
+            values["standardize"] = True
+        return values
