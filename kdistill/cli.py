@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -25,13 +26,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.handler(args, argv) or 0
+        status = args.handler(args, argv) or 0
+        sys.stdout.flush()  # a closed pipe fails here, inside the try, not at exit
+        return status
     except KDistillError as exc:
         print(f"kdistill: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `kdistill evaluate RUN | head -3`
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's last flush must not fail too
+        print(
+            "kdistill: error: the output was cut short (its reader, e.g. head, closed the pipe)",
+            file=sys.stderr,
+        )
+        return 2
     except KeyboardInterrupt:
-        print("kdistill: interrupted; re-run the same command with --resume", file=sys.stderr)
+        print(f"kdistill: interrupted; {_after_interrupt(args)}", file=sys.stderr)
         return 130
+
+
+def _after_interrupt(args: argparse.Namespace) -> str:
+    """What to do after Ctrl-C: the advice that works for this command."""
+    from kdistill.checkpoint import has_checkpoint
+
+    if args.command in ("train", "distill"):
+        if args.out and has_checkpoint(args.out):
+            return "re-run the same command with --resume to continue from the last epoch"
+        return "no epoch had finished, so nothing was kept: re-run the same command"
+    if args.command in ("sweep", "reproduce", "demo"):
+        return "re-run the same command: it keeps finished runs and continues the others"
+    return "nothing was written"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -43,9 +67,12 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every sub-command."""
+    from kdistill import __version__
+
     parser = _Parser(
         prog="kdistill", description="Knowledge distillation (Hinton, Vinyals & Dean 2015)."
     )
+    parser.add_argument("--version", action="version", version=f"kdistill {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = commands.add_parser("train", help="train a model on hard labels")
@@ -53,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(handler=_cmd_train)
 
     distill = commands.add_parser("distill", help="distill a student from teacher run(s)")
-    _add_run_arguments(distill, default_model="mlp:800x800")
+    _add_run_arguments(distill, default_model="mlp:800x800", teacher_dataset=True)
     distill.add_argument(
         "--teacher",
         action="append",
@@ -79,12 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument(
         "--fraction", type=float, default=1.0, help="stratified fraction of the training set"
     )
+    _add_trust_code_argument(distill)
     distill.set_defaults(handler=_cmd_distill)
 
     sweep = commands.add_parser(
         "sweep", help="distill a student for every temperature and alpha of a grid (resumable)"
     )
-    _add_run_arguments(sweep, default_model="mlp:800x800", resume=False)
+    _add_run_arguments(sweep, default_model="mlp:800x800", resume=False, teacher_dataset=True)
     sweep.add_argument(
         "--teacher", action="append", required=True, metavar="RUN",
         help="teacher run folder or state_dict .pt file (repeat for an ensemble)",
@@ -95,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sweep.add_argument("--alpha", default="0.1,0.5,0.9", help="alphas (default 0.1,0.5,0.9)")
     sweep.add_argument("--seeds", type=int, default=1, help="seeds per cell (default 1)")
+    _add_trust_code_argument(sweep)
     sweep.set_defaults(handler=_cmd_sweep)
 
     plot = commands.add_parser("plot", help="test-error and loss curves of runs in one PNG")
@@ -113,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--data-dir", help="folder with mnist/ and fashion-mnist/")
     evaluate.add_argument("--download", action="store_true", help="fetch missing data files")
+    _add_trust_code_argument(evaluate)
     evaluate.set_defaults(handler=_cmd_evaluate)
 
     reproduce = commands.add_parser(
@@ -151,29 +181,75 @@ def _add_teacher_model_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_trust_code_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--trust-code",
+        action="store_true",
+        help="let a run folder whose config.json names a package.module:function model import "
+        "and call it (without this, loading a run never runs code it names)",
+    )
+
+
 def _add_run_arguments(
-    parser: argparse.ArgumentParser, default_model: str, resume: bool = True
+    parser: argparse.ArgumentParser,
+    default_model: str,
+    resume: bool = True,
+    teacher_dataset: bool = False,
 ) -> None:
     defaults = TrainConfig()
     parser.add_argument(
-        "--dataset", default="digits", help=f"one of {', '.join(DATASET_NAMES)} (default digits)"
+        "--dataset",
+        default=None if teacher_dataset else "digits",
+        help=f"one of {', '.join(DATASET_NAMES)} (default "
+        + ("the teacher run's dataset, else digits)" if teacher_dataset else "digits)"),
     )
     parser.add_argument("--data-dir", help="folder with mnist/ and fashion-mnist/ ($KDISTILL_DATA)")
     parser.add_argument("--download", action="store_true", help="fetch missing data files")
     parser.add_argument(
         "--model", default=default_model, help=f"model spec (default {default_model})"
     )
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument(
+        "--epochs", type=int, default=defaults.epochs, help="epochs (default %(default)s)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=defaults.seed, help="random seed (default %(default)s)"
+    )
     parser.add_argument("--out", help="run folder (default runs/<command>-<time>)")
     if resume:
         parser.add_argument("--resume", action="store_true", help="continue the run in --out")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--optimizer", default=defaults.optimizer, choices=["sgd", "adam"])
-    parser.add_argument("--lr", type=float, default=defaults.lr)
-    parser.add_argument("--momentum", type=float, default=defaults.momentum)
-    parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
-    parser.add_argument("--schedule", default=defaults.schedule, choices=list(SCHEDULES))
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=defaults.batch_size,
+        help="examples per step (per process under torchrun; default %(default)s)",
+    )
+    parser.add_argument(
+        "--optimizer",
+        default=defaults.optimizer,
+        choices=["sgd", "adam"],
+        help="sgd (Nesterov momentum) or adam (default %(default)s)",
+    )
+    parser.add_argument(
+        "--lr", type=float, default=defaults.lr, help="learning rate (default %(default)s)"
+    )
+    parser.add_argument(
+        "--momentum",
+        type=float,
+        default=defaults.momentum,
+        help="SGD momentum (default %(default)s)",
+    )
+    parser.add_argument(
+        "--weight-decay",
+        type=float,
+        default=defaults.weight_decay,
+        help="L2 weight decay (default %(default)s)",
+    )
+    parser.add_argument(
+        "--schedule",
+        default=defaults.schedule,
+        choices=list(SCHEDULES),
+        help="learning-rate schedule over the run (default %(default)s)",
+    )
     parser.add_argument(
         "--lr-decay",
         type=float,
@@ -184,10 +260,19 @@ def _add_run_arguments(
     parser.add_argument(
         "--grad-clip", type=float, help="clip the gradient's global L2 norm to this, every step"
     )
-    parser.add_argument("--jitter", type=int, default=0, help="random shifts of up to N pixels")
-    parser.add_argument("--val-fraction", type=float, default=0.0, help="held-out fraction")
+    parser.add_argument(
+        "--jitter", type=int, default=0, help="random shifts of up to N pixels (default 0)"
+    )
+    parser.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.0,
+        help="fraction of the training set held out for validation (default 0)",
+    )
     parser.add_argument("--patience", type=int, help="early stopping patience (epochs)")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
+    parser.add_argument(
+        "--device", default="auto", help="cpu, cuda, cuda:1 or auto (default auto: cuda if present)"
+    )
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (fp32 weights)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
@@ -228,9 +313,11 @@ def _cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
 def _cmd_distill(args: argparse.Namespace, argv: list[str]) -> int:
     from kdistill.runs import RunSpec
 
+    for teacher in args.teacher:
+        _check_teacher(teacher)
     spec = RunSpec(
         model=args.model,
-        dataset=args.dataset,
+        dataset=_teacher_dataset(args),
         data_dir=args.data_dir,
         teachers=args.teacher,
         train=_train_config(args),
@@ -239,11 +326,22 @@ def _cmd_distill(args: argparse.Namespace, argv: list[str]) -> int:
         train_fraction=args.fraction,
         teacher_model=args.teacher_model,
     )
-    if not 0 < spec.train_fraction <= 1:
-        raise KDistillError(f"--fraction must be in (0, 1], got {spec.train_fraction}")
-    for teacher in spec.teachers:
-        _check_teacher(teacher)
+    spec.validate()
     return _execute(spec, args, "distill", argv)
+
+
+def _teacher_dataset(args: argparse.Namespace) -> str:
+    """``--dataset``, else the dataset the first teacher run was trained on, else digits."""
+    if args.dataset is not None:
+        return args.dataset
+    from kdistill.runs import read_config
+
+    for teacher in args.teacher:
+        if Path(teacher).is_dir():
+            dataset = read_config(teacher).get("dataset")
+            if isinstance(dataset, str):
+                return dataset
+    return "digits"
 
 
 def _check_teacher(teacher: str) -> None:
@@ -276,7 +374,7 @@ def _cmd_sweep(args: argparse.Namespace, argv: list[str]) -> int:
     sweep = Sweep(
         base=RunSpec(
             model=args.model,
-            dataset=args.dataset,
+            dataset=_teacher_dataset(args),
             data_dir=args.data_dir,
             teachers=args.teacher,
             train=_train_config(argparse.Namespace(**settings)),
@@ -295,6 +393,7 @@ def _cmd_sweep(args: argparse.Namespace, argv: list[str]) -> int:
         download=args.download,
         argv=["kdistill", *argv],
         tensorboard=args.tensorboard,
+        trust_code=args.trust_code,
     )
     print(format_table(summarize(rows)))
     print(f"sweep written to {out} (sweep.csv, heatmap.png); re-run to continue it")
@@ -336,6 +435,7 @@ def _execute(spec, args: argparse.Namespace, command: str, argv: list[str]) -> i
             download=args.download,
             argv=["kdistill", *argv],
             tensorboard=args.tensorboard,
+            trust_code=getattr(args, "trust_code", False),
         )
     if not ctx.is_main:
         return 0
@@ -371,7 +471,7 @@ def _cmd_evaluate(args: argparse.Namespace, argv: list[str]) -> int:
     from kdistill.runs import cached_dataset, load_run_model
     from kdistill.train import evaluate
 
-    model, config = load_run_model(args.run)
+    model, config = load_run_model(args.run, trust_code=args.trust_code)
     shifts = _parse_shifts(args.bias_shift)
     shift_output_bias_(model, shifts)
     dataset = cached_dataset(config["dataset"], args.data_dir or config["data_dir"], args.download)
@@ -417,9 +517,11 @@ def _parse_shifts(items: list[str]) -> dict[int, float]:
 
 
 def _cmd_reproduce(args: argparse.Namespace, argv: list[str]) -> int:
+    from kdistill.checkpoint import check_folder_path
     from kdistill.experiments.hinton2015 import reproduce
 
     out = Path(args.out or f"runs/{args.paper}-{args.profile}")
+    check_folder_path(out)
     reproduce(
         args.profile,
         out,

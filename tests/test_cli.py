@@ -96,7 +96,9 @@ def _one_line_error(capsys, argv, message):
         (["--model", "tests.helpers:five_way_mlp"], "teacher has 10 classes but student has 5"),
         (["--model", "rnn:12"], "unknown model kind 'rnn'"),
         (["--fraction", "0"], "--fraction must be in (0, 1]"),
-        (["--keep-classes", "11"], "the transfer set is empty"),
+        (["--keep-classes", "11"], "--keep-classes 11: no such class; the digits classes are 0"),
+        (["--drop-classes", "3,11"], "--drop-classes 11: no such class"),
+        (["--drop-classes", "3", "--keep-classes", "7"], "exclude each other"),
     ],
 )
 def test_distill_errors_are_one_line(teacher_run, tmp_path, capsys, extra, message):
