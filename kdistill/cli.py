@@ -106,6 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument(
         "--fraction", type=float, default=1.0, help="stratified fraction of the training set"
     )
+    distill.add_argument(
+        "--holdout-fraction",
+        type=float,
+        default=0.0,
+        help="stratified part of the training set no model of this run trains on, e.g. 0.1, for "
+        "`evaluate --bias-shift CLASS=auto` (default 0)",
+    )
     _add_trust_code_argument(distill)
     distill.set_defaults(handler=_cmd_distill)
 
@@ -138,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="CLASS=VALUE",
-        help="add VALUE to the output bias of CLASS (repeatable), e.g. 3=3.5",
+        help="add VALUE to the output bias of CLASS (repeatable), e.g. 3=3.5; CLASS=auto "
+        "chooses the value on the run's held-out data (distill --holdout-fraction)",
     )
     evaluate.add_argument("--data-dir", help="folder with mnist/ and fashion-mnist/")
     evaluate.add_argument("--download", action="store_true", help="fetch missing data files")
@@ -325,6 +333,7 @@ def _cmd_distill(args: argparse.Namespace, argv: list[str]) -> int:
         keep_classes=args.keep_classes,
         train_fraction=args.fraction,
         teacher_model=args.teacher_model,
+        holdout_fraction=args.holdout_fraction,
     )
     spec.validate()
     return _execute(spec, args, "distill", argv)
@@ -471,49 +480,92 @@ def _cmd_evaluate(args: argparse.Namespace, argv: list[str]) -> int:
     from kdistill.runs import cached_dataset, load_run_model
     from kdistill.train import evaluate
 
+    shifts, auto = _parse_shifts(args.bias_shift)
     model, config = load_run_model(args.run, trust_code=args.trust_code)
-    shifts = _parse_shifts(args.bias_shift)
-    shift_output_bias_(model, shifts)
     dataset = cached_dataset(config["dataset"], args.data_dir or config["data_dir"], args.download)
-    scored = evaluate(model, dataset.test)
+    before = evaluate(model, dataset.test)
+    chosen = ""
+    if auto:
+        value, examples = _choose_shift(model, config, dataset, auto)
+        shifts.update({c: shifts.get(c, 0.0) + value for c in auto})
+        chosen = f" (auto: chosen on {examples} held-out examples)"
+    shift_output_bias_(model, shifts)
+    rows = [("none", before)]
+    if shifts:
+        after = evaluate(model, dataset.test)
+        rows.append((", ".join(f"{c}{v:+g}" for c, v in shifts.items()) + chosen, after))
     print(
         format_table(
             [
                 {
                     "run": args.run,
-                    "bias_shift": ", ".join(f"{c}{v:+g}" for c, v in shifts.items()) or "none",
+                    "bias_shift": label,
                     "test_errors": scored["errors"],
                     "accuracy": round(scored["accuracy"], 4),
                 }
+                for label, scored in rows
             ]
         )
     )
-    per_class = [
-        {"class": name, "errors": e, "examples": n}
-        for name, e, n in zip(
-            dataset.class_names,
-            scored["per_class_errors"],
-            scored["per_class_examples"],
-            strict=True,
-        )
-    ]
+    per_class = []
+    examples = before["per_class_examples"]
+    for i, (name, n) in enumerate(zip(dataset.class_names, examples, strict=True)):
+        row = {"class": name, "examples": n, "errors": before["per_class_errors"][i]}
+        if shifts:
+            row["errors_after_shift"] = rows[-1][1]["per_class_errors"][i]
+        per_class.append(row)
     print(format_table(per_class))
     return 0
 
 
-def _parse_shifts(items: list[str]) -> dict[int, float]:
+def _choose_shift(model, config: dict, dataset, classes: list[int]) -> tuple[float, int]:
+    """One bias shift for ``classes``, chosen on the run's held-out training data."""
+    from dataclasses import fields as dataclass_fields
+
+    from kdistill.experiments.hinton2015 import choose_shift
+    from kdistill.runs import RunSpec, holdout_split
+    from kdistill.train import predict_logits
+
+    names = {f.name for f in dataclass_fields(RunSpec)}
+    spec = RunSpec.from_dict({k: v for k, v in config.items() if k in names})
+    if spec.holdout_fraction <= 0:
+        raise KDistillError(
+            "--bias-shift CLASS=auto chooses the shift on held-out training data, and this run "
+            "kept none: distill with --holdout-fraction 0.1, or give the shift, e.g. 3=3.5"
+        )
+    for cls in classes:
+        if not 0 <= cls < dataset.num_classes:
+            raise KDistillError(f"class {cls} is out of range: the model has {dataset.num_classes}")
+    held = holdout_split(dataset.train, spec)
+    logits = predict_logits(model, held.images)
+    candidates = [choose_shift(logits, held.labels, classes, sign) for sign in (1.0, -1.0)]
+
+    def errors(shift: float) -> int:
+        shifted = logits.clone()
+        shifted[:, classes] += shift
+        return int((shifted.argmax(1) != held.labels).sum())
+
+    return min(candidates, key=lambda shift: (errors(shift), abs(shift))), len(held)
+
+
+def _parse_shifts(items: list[str]) -> tuple[dict[int, float], list[int]]:
+    """``CLASS=VALUE`` items as {class: summed value}, and the classes given ``CLASS=auto``."""
     shifts: dict[int, float] = {}
+    auto: list[int] = []
     for item in items:
         cls, eq, value = item.partition("=")
         try:
-            shifts[int(cls)] = shifts.get(int(cls), 0.0) + float(value)
+            if not eq:
+                raise ValueError
+            if value.strip() == "auto":
+                auto.append(int(cls))
+            else:
+                shifts[int(cls)] = shifts.get(int(cls), 0.0) + float(value)
         except ValueError:
             raise KDistillError(
-                f"--bias-shift takes CLASS=VALUE, e.g. 3=3.5; got {item!r}"
+                f"--bias-shift takes CLASS=VALUE or CLASS=auto, e.g. 3=3.5; got {item!r}"
             ) from None
-        if not eq:
-            raise KDistillError(f"--bias-shift takes CLASS=VALUE, e.g. 3=3.5; got {item!r}")
-    return shifts
+    return shifts, auto
 
 
 def _cmd_reproduce(args: argparse.Namespace, argv: list[str]) -> int:

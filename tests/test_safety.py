@@ -14,12 +14,14 @@ from pathlib import Path
 import pytest
 import torch
 
+import kdistill
 import kdistill.runs as runs_module
 from kdistill.checkpoint import POINTER
 from kdistill.cli import main
 from kdistill.data import load_dataset, train_val_split
 from kdistill.errors import KDistillError
 from kdistill.runs import load_run_model
+from kdistill.sweep import summarize
 from kdistill.train import TrainConfig, fit
 from tests.helpers import ExplodesLater, make_split
 
@@ -430,3 +432,86 @@ def test_history_lr_is_the_rate_used_during_the_epoch(tmp_path):
     rows = (out / "history.csv").read_text().splitlines()
     lr = rows[0].split(",").index("lr")
     assert [float(r.split(",")[lr]) for r in rows[1:]] == [0.05, pytest.approx(0.025, rel=0.02)]
+
+
+# --------------------------------------------------------------------------- 15. bias shifts
+
+
+def test_evaluate_prints_before_and_after_and_chooses_a_shift(teacher, tmp_path, capsys):
+    out = tmp_path / "no3s"
+    argv = ["distill", "--teacher", str(teacher), "--model", "mlp:16", "--out", str(out), *FAST]
+    argv += ["--drop-classes", "3", "--holdout-fraction", "0.2", "--epochs", "2", "-T", "4"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--bias-shift", "3=3.5"]) == 0
+    table = capsys.readouterr().out
+    assert "| none " in table and "| 3+3.5 " in table and "errors_after_shift" in table
+
+    assert main(["evaluate", str(out), "--bias-shift", "3=auto"]) == 0
+    table = capsys.readouterr().out
+    held = len(train_val_split(load_dataset("digits").train, 0.2, 0)[1])
+    assert f"(auto: chosen on {held} held-out examples)" in table
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "none" in line]
+    assert len(rows) == 1
+
+    _error(
+        capsys,
+        ["evaluate", str(teacher), "--bias-shift", "3=auto"],
+        "distill with --holdout-fraction",
+    )
+
+
+# --------------------------------------------------------------------------- 16. data folder
+
+
+def test_config_records_the_data_folder_from_the_environment(shared_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("KDISTILL_DATA", str(shared_data))
+    out = tmp_path / "r"
+    argv = ["train", "--dataset", "mnist", "--model", "mlp:8", "--epochs", "1", "--out", str(out)]
+    assert main([*argv, "--batch-size", "512", "--no-progress"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["data_dir"] == str(shared_data.resolve())
+    monkeypatch.delenv("KDISTILL_DATA")  # another shell
+    monkeypatch.setenv("HOME", str(tmp_path))  # and no cached copy either
+    runs_module.cached_dataset.cache_clear()
+    assert main(["evaluate", str(out)]) == 0
+
+
+# --------------------------------------------------------------------------- 17. --help, --version
+
+
+def test_help_shows_defaults_and_there_is_a_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["distill", "--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for option, default in [
+        ("epochs", "10"), ("seed", "0"), ("lr", "0.1"), ("batch-size", "128"),
+        ("momentum", "0.9"), ("weight-decay", "0.0"), ("optimizer", "sgd"),
+        ("schedule", "cosine"),
+    ]:  # fmt: skip
+        after = text[text.index(f"--{option} ", text.index("options:")) :]
+        assert f"default {default})" in after[:300], (option, after[:300])
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"kdistill {kdistill.__version__}"
+
+
+# --------------------------------------------------------------------------- 19. sweep ranking
+
+
+def test_sweep_ranks_by_validation_errors_when_held_out(teacher, tmp_path, capsys):
+    rows = [
+        {"temperature": 1.0, "alpha": 1.0, "test_errors": 10, "val_errors": 30},
+        {"temperature": 4.0, "alpha": 1.0, "test_errors": 20, "val_errors": 5},
+    ]
+    assert [r["T"] for r in summarize(rows)] == [4.0, 1.0]
+    assert [r["T"] for r in summarize([{**r, "val_errors": None} for r in rows])] == [1.0, 4.0]
+
+    out = tmp_path / "sweep"
+    argv = ["sweep", "--teacher", str(teacher), "--model", "mlp:8", "-T", "2,4", "--alpha", "1"]
+    assert main([*argv, "--out", str(out), *FAST, "--val-fraction", "0.2"]) == 0
+    assert "mean_val_errors" in capsys.readouterr().out
+    header = (out / "sweep.csv").read_text().splitlines()[0].split(",")
+    assert "val_errors" in header
