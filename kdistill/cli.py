@@ -50,8 +50,11 @@ def _after_interrupt(args: argparse.Namespace) -> str:
     from kdistill.checkpoint import has_checkpoint
 
     if args.command in ("train", "distill"):
-        if args.out and has_checkpoint(args.out):
-            return "re-run the same command with --resume to continue from the last epoch"
+        folder = getattr(args, "run_folder", None)
+        if folder is not None and has_checkpoint(folder):
+            if args.out:
+                return "re-run the same command with --resume to continue from the last epoch"
+            return f"re-run the same command with --out {folder} --resume to continue it"
         return "no epoch had finished, so nothing was kept: re-run the same command"
     if args.command in ("sweep", "reproduce", "demo"):
         return "re-run the same command: it keeps finished runs and continues the others"
@@ -436,6 +439,7 @@ def _execute(spec, args: argparse.Namespace, command: str, argv: list[str]) -> i
         raise KDistillError("--resume needs the --out folder of the run to continue")
     with process_group(spec.train.device) as ctx:  # under torchrun: one rank of the job
         out = Path(broadcast_from_main(args.out or _default_out(command)))  # rank 0's clock
+        args.run_folder = out  # for the advice after Ctrl-C
         metrics = execute(
             spec,
             out,

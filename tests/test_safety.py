@@ -329,6 +329,18 @@ def test_interrupted_commands_give_advice_that_works(teacher, tmp_path, monkeypa
     assert "--resume" not in advice and "re-run the same command" in advice
 
 
+def test_interrupted_run_without_out_names_the_folder_to_resume(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    real_fit = runs_module.fit
+    _interrupt_after(monkeypatch, 1)
+    assert main(["train", "--model", "mlp:8", *FAST, "--epochs", "2"]) == 130
+    (folder,) = (tmp_path / "runs").iterdir()
+    assert f"with --out runs/{folder.name} --resume" in capsys.readouterr().err
+    monkeypatch.setattr(runs_module, "fit", real_fit)
+    argv = ["train", "--model", "mlp:8", *FAST, "--epochs", "2", "--out", f"runs/{folder.name}"]
+    assert main([*argv, "--resume"]) == 0
+
+
 def test_interrupted_first_epoch_leaves_nothing_and_says_so(tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     real_fit = runs_module.fit
