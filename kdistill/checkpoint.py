@@ -30,6 +30,7 @@ def atomic_write(path: str | Path, payload: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; a plain open() would not
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
             handle.flush()
@@ -38,6 +39,50 @@ def atomic_write(path: str | Path, payload: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def current_umask() -> int:
+    """The process's umask (read without changing it where /proc allows)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def make_folder(path: str | Path) -> bool:
+    """Create the output folder ``path`` (and its parents); return whether it was new.
+
+    Raises:
+        KDistillError: ``path`` is a file, or cannot be created (permissions, a read-only or
+            virtual file system): one line saying so, never an OSError traceback.
+    """
+    path = Path(path)
+    check_folder_path(path)
+    existed = path.is_dir()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise KDistillError(
+            f"cannot create the folder {path}: {exc.strerror or exc}; choose another --out"
+        ) from None
+    return not existed
+
+
+def check_folder_path(path: str | Path) -> None:
+    """Refuse an output folder path that names an existing file (or lies under one)."""
+    path = Path(path)
+    for part in (path, *path.parents):
+        if part.exists():
+            if not part.is_dir():
+                raise KDistillError(
+                    f"{part} is a file, not a folder: choose another --out for {path}"
+                )
+            return
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -74,6 +119,14 @@ def save_checkpoint(folder: str | Path, state: dict[str, Any], epoch: int) -> Pa
     for partial in folder.glob(".checkpoint-epoch*.tmp"):  # left by a kill during a write
         partial.unlink(missing_ok=True)
     return folder / name
+
+
+def remove_checkpoints(folder: str | Path) -> None:
+    """Delete a finished run's checkpoints (the pointer first, so none is left half-named)."""
+    folder = Path(folder)
+    (folder / POINTER).unlink(missing_ok=True)
+    for old in folder.glob("checkpoint-epoch*.pt"):
+        old.unlink(missing_ok=True)
 
 
 def has_checkpoint(folder: str | Path) -> bool:

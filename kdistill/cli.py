@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -28,13 +29,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.handler(args, argv) or 0
+        status = args.handler(args, argv) or 0
+        sys.stdout.flush()  # a closed pipe fails here, inside the try, not at exit
+        return status
     except KDistillError as exc:
         print(f"kdistill: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `kdistill evaluate RUN | head -3`
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's last flush must not fail too
+        print(
+            "kdistill: error: the output was cut short (its reader, e.g. head, closed the pipe)",
+            file=sys.stderr,
+        )
+        return 2
     except KeyboardInterrupt:
-        print("kdistill: interrupted; re-run the same command with --resume", file=sys.stderr)
+        print(f"kdistill: interrupted; {_after_interrupt(args)}", file=sys.stderr)
         return 130
+
+
+def _after_interrupt(args: argparse.Namespace) -> str:
+    """What to do after Ctrl-C: the advice that works for this command."""
+    from kdistill.checkpoint import has_checkpoint
+
+    if args.command in ("train", "distill"):
+        folder = getattr(args, "run_folder", None)
+        if folder is not None and has_checkpoint(folder):
+            if args.out:
+                return "re-run the same command with --resume to continue from the last epoch"
+            return f"re-run the same command with --out {folder} --resume to continue it"
+        return "no epoch had finished, so nothing was kept: re-run the same command"
+    if args.command in ("sweep", "reproduce", "demo"):
+        return "re-run the same command: it keeps finished runs and continues the others"
+    return "nothing was written"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -46,9 +73,12 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every sub-command."""
+    from kdistill import __version__
+
     parser = _Parser(
         prog="kdistill", description="Knowledge distillation (Hinton, Vinyals & Dean 2015)."
     )
+    parser.add_argument("--version", action="version", version=f"kdistill {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = commands.add_parser("train", help="train a model on hard labels")
@@ -56,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(handler=_cmd_train)
 
     distill = commands.add_parser("distill", help="distill a student from teacher run(s)")
-    _add_run_arguments(distill, default_model="mlp:800x800")
+    _add_run_arguments(distill, default_model="mlp:800x800", teacher_dataset=True)
     distill.add_argument(
         "--teacher",
         action="append",
@@ -76,12 +106,20 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument(
         "--fraction", type=float, default=1.0, help="stratified fraction of the training set"
     )
+    distill.add_argument(
+        "--holdout-fraction",
+        type=float,
+        default=0.0,
+        help="stratified part of the training set no model of this run trains on, e.g. 0.1, for "
+        "`evaluate --bias-shift CLASS=auto` (default 0)",
+    )
+    _add_trust_code_argument(distill)
     distill.set_defaults(handler=_cmd_distill)
 
     sweep = commands.add_parser(
         "sweep", help="distill a student for every temperature and alpha of a grid (resumable)"
     )
-    _add_run_arguments(sweep, default_model="mlp:800x800", resume=False)
+    _add_run_arguments(sweep, default_model="mlp:800x800", resume=False, teacher_dataset=True)
     sweep.add_argument(
         "--teacher", action="append", required=True, metavar="RUN",
         help="teacher run folder or state_dict .pt file (repeat for an ensemble)",
@@ -92,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sweep.add_argument("--alpha", default="0.1,0.5,0.9", help="alphas (default 0.1,0.5,0.9)")
     sweep.add_argument("--seeds", type=int, default=1, help="seeds per cell (default 1)")
+    _add_trust_code_argument(sweep)
     sweep.set_defaults(handler=_cmd_sweep)
 
     plot = commands.add_parser("plot", help="test-error and loss curves of runs in one PNG")
@@ -106,10 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="CLASS=VALUE",
-        help="add VALUE to the output bias of CLASS (repeatable), e.g. 3=3.5",
+        help="add VALUE to the output bias of CLASS (repeatable), e.g. 3=3.5; CLASS=auto "
+        "chooses the value on the run's held-out data (distill --holdout-fraction)",
     )
     evaluate.add_argument("--data-dir", help="folder with mnist/ and fashion-mnist/")
     evaluate.add_argument("--download", action="store_true", help="fetch missing data files")
+    _add_trust_code_argument(evaluate)
     evaluate.set_defaults(handler=_cmd_evaluate)
 
     reproduce = commands.add_parser(
@@ -186,29 +227,75 @@ def _loss_settings(args: argparse.Namespace) -> dict:
     return {"loss": name, "loss_args": loss_args}
 
 
+def _add_trust_code_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--trust-code",
+        action="store_true",
+        help="let a run folder whose config.json names a package.module:function model import "
+        "and call it (without this, loading a run never runs code it names)",
+    )
+
+
 def _add_run_arguments(
-    parser: argparse.ArgumentParser, default_model: str, resume: bool = True
+    parser: argparse.ArgumentParser,
+    default_model: str,
+    resume: bool = True,
+    teacher_dataset: bool = False,
 ) -> None:
     defaults = TrainConfig()
     parser.add_argument(
-        "--dataset", default="digits", help=f"one of {', '.join(DATASET_NAMES)} (default digits)"
+        "--dataset",
+        default=None if teacher_dataset else "digits",
+        help=f"one of {', '.join(DATASET_NAMES)} (default "
+        + ("the teacher run's dataset, else digits)" if teacher_dataset else "digits)"),
     )
     parser.add_argument("--data-dir", help="folder with mnist/ and fashion-mnist/ ($KDISTILL_DATA)")
     parser.add_argument("--download", action="store_true", help="fetch missing data files")
     parser.add_argument(
         "--model", default=default_model, help=f"model spec (default {default_model})"
     )
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument(
+        "--epochs", type=int, default=defaults.epochs, help="epochs (default %(default)s)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=defaults.seed, help="random seed (default %(default)s)"
+    )
     parser.add_argument("--out", help="run folder (default runs/<command>-<time>)")
     if resume:
         parser.add_argument("--resume", action="store_true", help="continue the run in --out")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--optimizer", default=defaults.optimizer, choices=["sgd", "adam"])
-    parser.add_argument("--lr", type=float, default=defaults.lr)
-    parser.add_argument("--momentum", type=float, default=defaults.momentum)
-    parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
-    parser.add_argument("--schedule", default=defaults.schedule, choices=list(SCHEDULES))
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=defaults.batch_size,
+        help="examples per step (per process under torchrun; default %(default)s)",
+    )
+    parser.add_argument(
+        "--optimizer",
+        default=defaults.optimizer,
+        choices=["sgd", "adam"],
+        help="sgd (Nesterov momentum) or adam (default %(default)s)",
+    )
+    parser.add_argument(
+        "--lr", type=float, default=defaults.lr, help="learning rate (default %(default)s)"
+    )
+    parser.add_argument(
+        "--momentum",
+        type=float,
+        default=defaults.momentum,
+        help="SGD momentum (default %(default)s)",
+    )
+    parser.add_argument(
+        "--weight-decay",
+        type=float,
+        default=defaults.weight_decay,
+        help="L2 weight decay (default %(default)s)",
+    )
+    parser.add_argument(
+        "--schedule",
+        default=defaults.schedule,
+        choices=list(SCHEDULES),
+        help="learning-rate schedule over the run (default %(default)s)",
+    )
     parser.add_argument(
         "--lr-decay",
         type=float,
@@ -219,10 +306,19 @@ def _add_run_arguments(
     parser.add_argument(
         "--grad-clip", type=float, help="clip the gradient's global L2 norm to this, every step"
     )
-    parser.add_argument("--jitter", type=int, default=0, help="random shifts of up to N pixels")
-    parser.add_argument("--val-fraction", type=float, default=0.0, help="held-out fraction")
+    parser.add_argument(
+        "--jitter", type=int, default=0, help="random shifts of up to N pixels (default 0)"
+    )
+    parser.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.0,
+        help="fraction of the training set held out for validation (default 0)",
+    )
     parser.add_argument("--patience", type=int, help="early stopping patience (epochs)")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
+    parser.add_argument(
+        "--device", default="auto", help="cpu, cuda, cuda:1 or auto (default auto: cuda if present)"
+    )
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (fp32 weights)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
@@ -263,9 +359,11 @@ def _cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
 def _cmd_distill(args: argparse.Namespace, argv: list[str]) -> int:
     from kdistill.runs import RunSpec
 
+    for teacher in args.teacher:
+        _check_teacher(teacher)
     spec = RunSpec(
         model=args.model,
-        dataset=args.dataset,
+        dataset=_teacher_dataset(args),
         data_dir=args.data_dir,
         teachers=args.teacher,
         train=_train_config(args, **_loss_settings(args)),
@@ -273,12 +371,24 @@ def _cmd_distill(args: argparse.Namespace, argv: list[str]) -> int:
         keep_classes=args.keep_classes,
         train_fraction=args.fraction,
         teacher_model=args.teacher_model,
+        holdout_fraction=args.holdout_fraction,
     )
-    if not 0 < spec.train_fraction <= 1:
-        raise KDistillError(f"--fraction must be in (0, 1], got {spec.train_fraction}")
-    for teacher in spec.teachers:
-        _check_teacher(teacher)
+    spec.validate()
     return _execute(spec, args, "distill", argv)
+
+
+def _teacher_dataset(args: argparse.Namespace) -> str:
+    """``--dataset``, else the dataset the first teacher run was trained on, else digits."""
+    if args.dataset is not None:
+        return args.dataset
+    from kdistill.runs import read_config
+
+    for teacher in args.teacher:
+        if Path(teacher).is_dir():
+            dataset = read_config(teacher).get("dataset")
+            if isinstance(dataset, str):
+                return dataset
+    return "digits"
 
 
 def _check_teacher(teacher: str) -> None:
@@ -311,7 +421,7 @@ def _cmd_sweep(args: argparse.Namespace, argv: list[str]) -> int:
     sweep = Sweep(
         base=RunSpec(
             model=args.model,
-            dataset=args.dataset,
+            dataset=_teacher_dataset(args),
             data_dir=args.data_dir,
             teachers=args.teacher,
             train=_train_config(argparse.Namespace(**settings)),
@@ -330,6 +440,7 @@ def _cmd_sweep(args: argparse.Namespace, argv: list[str]) -> int:
         download=args.download,
         argv=["kdistill", *argv],
         tensorboard=args.tensorboard,
+        trust_code=args.trust_code,
     )
     print(format_table(summarize(rows)))
     print(f"sweep written to {out} (sweep.csv, heatmap.png); re-run to continue it")
@@ -363,6 +474,7 @@ def _execute(spec, args: argparse.Namespace, command: str, argv: list[str]) -> i
         raise KDistillError("--resume needs the --out folder of the run to continue")
     with process_group(spec.train.device) as ctx:  # under torchrun: one rank of the job
         out = Path(broadcast_from_main(args.out or _default_out(command)))  # rank 0's clock
+        args.run_folder = out  # for the advice after Ctrl-C
         metrics = execute(
             spec,
             out,
@@ -371,6 +483,7 @@ def _execute(spec, args: argparse.Namespace, command: str, argv: list[str]) -> i
             download=args.download,
             argv=["kdistill", *argv],
             tensorboard=args.tensorboard,
+            trust_code=getattr(args, "trust_code", False),
         )
     if not ctx.is_main:
         return 0
@@ -406,55 +519,100 @@ def _cmd_evaluate(args: argparse.Namespace, argv: list[str]) -> int:
     from kdistill.runs import cached_dataset, load_run_model
     from kdistill.train import evaluate
 
-    model, config = load_run_model(args.run)
-    shifts = _parse_shifts(args.bias_shift)
-    shift_output_bias_(model, shifts)
+    shifts, auto = _parse_shifts(args.bias_shift)
+    model, config = load_run_model(args.run, trust_code=args.trust_code)
     dataset = cached_dataset(config["dataset"], args.data_dir or config["data_dir"], args.download)
-    scored = evaluate(model, dataset.test)
+    before = evaluate(model, dataset.test)
+    chosen = ""
+    if auto:
+        value, examples = _choose_shift(model, config, dataset, auto)
+        shifts.update({c: shifts.get(c, 0.0) + value for c in auto})
+        chosen = f" (auto: chosen on {examples} held-out examples)"
+    shift_output_bias_(model, shifts)
+    rows = [("none", before)]
+    if shifts:
+        after = evaluate(model, dataset.test)
+        rows.append((", ".join(f"{c}{v:+g}" for c, v in shifts.items()) + chosen, after))
     print(
         format_table(
             [
                 {
                     "run": args.run,
-                    "bias_shift": ", ".join(f"{c}{v:+g}" for c, v in shifts.items()) or "none",
+                    "bias_shift": label,
                     "test_errors": scored["errors"],
                     "accuracy": round(scored["accuracy"], 4),
                 }
+                for label, scored in rows
             ]
         )
     )
-    per_class = [
-        {"class": name, "errors": e, "examples": n}
-        for name, e, n in zip(
-            dataset.class_names,
-            scored["per_class_errors"],
-            scored["per_class_examples"],
-            strict=True,
-        )
-    ]
+    per_class = []
+    examples = before["per_class_examples"]
+    for i, (name, n) in enumerate(zip(dataset.class_names, examples, strict=True)):
+        row = {"class": name, "examples": n, "errors": before["per_class_errors"][i]}
+        if shifts:
+            row["errors_after_shift"] = rows[-1][1]["per_class_errors"][i]
+        per_class.append(row)
     print(format_table(per_class))
     return 0
 
 
-def _parse_shifts(items: list[str]) -> dict[int, float]:
+def _choose_shift(model, config: dict, dataset, classes: list[int]) -> tuple[float, int]:
+    """One bias shift for ``classes``, chosen on the run's held-out training data."""
+    from dataclasses import fields as dataclass_fields
+
+    from kdistill.experiments.hinton2015 import choose_shift
+    from kdistill.runs import RunSpec, holdout_split
+    from kdistill.train import predict_logits
+
+    names = {f.name for f in dataclass_fields(RunSpec)}
+    spec = RunSpec.from_dict({k: v for k, v in config.items() if k in names})
+    if spec.holdout_fraction <= 0:
+        raise KDistillError(
+            "--bias-shift CLASS=auto chooses the shift on held-out training data, and this run "
+            "kept none: distill with --holdout-fraction 0.1, or give the shift, e.g. 3=3.5"
+        )
+    for cls in classes:
+        if not 0 <= cls < dataset.num_classes:
+            raise KDistillError(f"class {cls} is out of range: the model has {dataset.num_classes}")
+    held = holdout_split(dataset.train, spec)
+    logits = predict_logits(model, held.images)
+    candidates = [choose_shift(logits, held.labels, classes, sign) for sign in (1.0, -1.0)]
+
+    def errors(shift: float) -> int:
+        shifted = logits.clone()
+        shifted[:, classes] += shift
+        return int((shifted.argmax(1) != held.labels).sum())
+
+    return min(candidates, key=lambda shift: (errors(shift), abs(shift))), len(held)
+
+
+def _parse_shifts(items: list[str]) -> tuple[dict[int, float], list[int]]:
+    """``CLASS=VALUE`` items as {class: summed value}, and the classes given ``CLASS=auto``."""
     shifts: dict[int, float] = {}
+    auto: list[int] = []
     for item in items:
         cls, eq, value = item.partition("=")
         try:
-            shifts[int(cls)] = shifts.get(int(cls), 0.0) + float(value)
+            if not eq:
+                raise ValueError
+            if value.strip() == "auto":
+                auto.append(int(cls))
+            else:
+                shifts[int(cls)] = shifts.get(int(cls), 0.0) + float(value)
         except ValueError:
             raise KDistillError(
-                f"--bias-shift takes CLASS=VALUE, e.g. 3=3.5; got {item!r}"
+                f"--bias-shift takes CLASS=VALUE or CLASS=auto, e.g. 3=3.5; got {item!r}"
             ) from None
-        if not eq:
-            raise KDistillError(f"--bias-shift takes CLASS=VALUE, e.g. 3=3.5; got {item!r}")
-    return shifts
+    return shifts, auto
 
 
 def _cmd_reproduce(args: argparse.Namespace, argv: list[str]) -> int:
+    from kdistill.checkpoint import check_folder_path
     from kdistill.experiments.hinton2015 import reproduce
 
     out = Path(args.out or f"runs/{args.paper}-{args.profile}")
+    check_folder_path(out)
     reproduce(
         args.profile,
         out,

@@ -195,11 +195,26 @@ def read_idx(path: str | Path, expected_sha256: str | None = None) -> np.ndarray
     if expected_sha256 is not None:
         digest = hashlib.sha256(data).hexdigest()
         if digest != expected_sha256:
+            known = _known_file(digest)
+            if known is not None:
+                raise KDistillError(
+                    f"{path} is {known}, not the file expected here: point --data-dir (or "
+                    "KDISTILL_DATA) at the folder holding the dataset you asked for"
+                )
             raise KDistillError(
                 f"corrupt data file {path}: sha256 of its decompressed bytes is {digest[:16]}..., "
                 f"expected {expected_sha256[:16]}...; delete it and get it again"
             )
     return parse_idx(data, source=str(path))
+
+
+def _known_file(digest: str) -> str | None:
+    """Which known dataset file has this sha256, e.g. "the mnist train_images file"."""
+    for spec in IDX_DATASETS.values():
+        for role in ("train_images", "train_labels", "test_images", "test_labels"):
+            if getattr(spec, role).sha256 == digest:
+                return f"the {spec.name} {role.replace('_', ' ')} file (valid)"
+    return None
 
 
 def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:

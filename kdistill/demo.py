@@ -11,6 +11,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+from kdistill.checkpoint import check_folder_path, has_checkpoint
 from kdistill.reports import format_table, plot_curves, plot_soft_targets
 from kdistill.runs import RunSpec, cached_dataset, execute, is_complete, load_run_model
 from kdistill.train import TrainConfig, predict_logits
@@ -23,7 +24,9 @@ SETTINGS = TrainConfig(epochs=40, batch_size=128, lr=0.05, schedule="cosine")
 
 
 def run_demo(out: Path, seed: int = 0, progress: bool = True) -> list[dict]:
-    """Train the three models into ``out`` (reusing finished runs), print and return the table."""
+    """Train the three models into ``out`` (reusing finished runs, continuing interrupted ones),
+    print and return the table."""
+    check_folder_path(out)
     settings = replace(SETTINGS, seed=seed)
     runs = {
         "teacher": RunSpec(model=TEACHER, train=settings),
@@ -41,7 +44,10 @@ def run_demo(out: Path, seed: int = 0, progress: bool = True) -> list[dict]:
             metrics = json.loads((folder / "metrics.json").read_text())
         else:
             print(f"training {label}: {spec.model}", flush=True)
-            metrics = execute(spec, folder, progress=progress, argv=["kdistill", "demo"])
+            resume = has_checkpoint(folder)  # a demo stopped by Ctrl-C continues
+            metrics = execute(
+                spec, folder, resume=resume, progress=progress, argv=["kdistill", "demo"]
+            )
         histories[label] = _read_history(folder)
         cost = metrics["cost"]["model"]
         rows.append(

@@ -129,6 +129,14 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
     return kind.strip(), arch.strip(), options
 
 
+BUILTIN_KINDS = ("mlp", "cnn")
+
+
+def imports_code(spec: str) -> bool:
+    """Whether building ``spec`` would import a module and call a function (``module:fn``)."""
+    return parse_spec(spec)[0] not in BUILTIN_KINDS
+
+
 def build_model(spec: str, input_shape: Sequence[int], num_classes: int) -> nn.Module:
     """Build a fresh model from its spec, for inputs of ``input_shape`` (without the batch)."""
     kind, arch, options = parse_spec(spec)

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import csv
 import functools
+import hashlib
 import io
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,11 +32,12 @@ from kdistill import distributed
 from kdistill.checkpoint import (
     atomic_write_json,
     atomic_write_text,
+    check_folder_path,
     has_checkpoint,
+    make_folder,
     save_safetensors,
 )
 from kdistill.compat import (
-    RUN_DERIVED,
     config_differences,
     current_run_config,
     describe_differences,
@@ -45,11 +48,18 @@ from kdistill.data import (
     drop_classes,
     keep_classes,
     load_dataset,
+    resolve_data_dir,
     train_val_split,
 )
 from kdistill.data import stratified_fraction as take_fraction
 from kdistill.errors import KDistillError
-from kdistill.models import build_model, count_parameters, flops_per_example, inference_throughput
+from kdistill.models import (
+    build_model,
+    count_parameters,
+    flops_per_example,
+    imports_code,
+    inference_throughput,
+)
 from kdistill.train import TrainConfig, fit, resolve_device
 
 
@@ -77,14 +87,132 @@ class RunSpec:
     @classmethod
     def from_dict(cls, data: dict) -> RunSpec:
         """Rebuild a spec from its ``config.json`` form, as saved by any kdistill version."""
-        data = {k: v for k, v in current_run_config(data).items() if k not in RUN_DERIVED}
+        names = {f.name for f in fields(cls)}  # not what is derived or recorded beside them
+        data = {k: v for k, v in current_run_config(data).items() if k in names}
         data["train"] = TrainConfig(**data["train"])
         return cls(**data)
+
+    def validate(self, num_classes: int | None = None) -> None:
+        """Raise a clear error on settings that cannot work (class numbers once they are known)."""
+        self.train.validate()
+        if not 0 < self.train_fraction <= 1:
+            raise KDistillError(f"--fraction must be in (0, 1], got {self.train_fraction}")
+        if not 0 <= self.holdout_fraction < 1:
+            raise KDistillError(f"holdout fraction must be in [0, 1), got {self.holdout_fraction}")
+        if self.drop_classes and self.keep_classes:
+            raise KDistillError(
+                "--drop-classes and --keep-classes exclude each other: give one (keeping "
+                "classes already drops all others)"
+            )
+        if num_classes is not None:
+            for option, classes in (
+                ("--drop-classes", self.drop_classes),
+                ("--keep-classes", self.keep_classes),
+            ):
+                wrong = [c for c in classes if not 0 <= c < num_classes]
+                if wrong:
+                    raise KDistillError(
+                        f"{option} {','.join(map(str, wrong))}: no such class; the "
+                        f"{self.dataset} classes are 0 to {num_classes - 1}"
+                    )
 
 
 def is_complete(folder: str | Path) -> bool:
     """Whether ``folder`` holds a finished run."""
     return (Path(folder) / "metrics.json").is_file()
+
+
+def run_difference(saved: dict, spec: RunSpec) -> list[str]:
+    """The settings in which the run recorded in ``saved`` (a config.json) differs from ``spec``.
+
+    :func:`kdistill.compat.config_differences` decides (a config from any kdistill version);
+    where the data lay is not a setting (the data themselves are verified by checksum).
+    """
+    return config_differences(saved, asdict(spec), ignore=("data_dir",))
+
+
+def check_same_run(folder: str | Path, spec: RunSpec, teacher_sha256: list[str] | None) -> None:
+    """Raise unless ``folder`` records the run ``spec`` with the same teachers' weights.
+
+    ``teacher_sha256`` are the teachers' weights now; a run made before kdistill recorded them
+    (no ``teacher_sha256`` in its config.json) is taken as "not recorded", not as a mismatch.
+    """
+    folder = Path(folder)
+    saved = read_config(folder)
+    differ = run_difference(saved, spec)
+    if differ:
+        raise KDistillError(
+            f"{folder} holds a run with other settings ({describe_differences(differ)}); "
+            "continue it with the command that started it, or choose a new --out"
+        )
+    recorded = saved.get("teacher_sha256")
+    if not isinstance(recorded, list) or teacher_sha256 is None:
+        return
+    for path, old, new in zip(spec.teachers, recorded, teacher_sha256, strict=False):
+        if old is not None and old != new:
+            raise KDistillError(
+                f"the teacher {path} has changed since {folder} was started (sha256 of its "
+                f"weights {new[:12]}..., recorded {str(old)[:12]}...): put the original teacher "
+                "back to continue, or distill into a new --out"
+            )
+
+
+def read_config(folder: str | Path) -> dict:
+    """A run folder's config.json, or a one-line error saying why it cannot be read."""
+    path = Path(folder) / "config.json"
+    try:
+        config = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise KDistillError(f"{folder} is not a kdistill run (no config.json)") from None
+    except (OSError, ValueError) as exc:
+        raise KDistillError(f"cannot read {path}: {exc}") from None
+    if not isinstance(config, dict) or not isinstance(config.get("model"), str):
+        raise KDistillError(f"{path} is not a kdistill run config (no model spec)")
+    return config
+
+
+def weights_sha256(teacher: str | Path) -> str:
+    """The sha256 of a teacher's weights: a run's model.safetensors, or the state_dict file."""
+    path = Path(teacher)
+    if path.is_dir():
+        path = path / "model.safetensors"
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as exc:
+        raise KDistillError(
+            f"cannot read the teacher's weights {path}: {exc.strerror}; is the teacher run "
+            "finished?"
+        ) from None
+    return digest.hexdigest()
+
+
+def accept_folder(
+    out: Path, spec: RunSpec, resume: bool, teacher_sha256: list[str] | None = None
+) -> None:
+    """Decide, before anything is written, whether ``out`` may take this run.
+
+    A new run needs a folder without a checkpoint or a finished run in it; ``resume`` needs a
+    checkpoint of the same run (same settings, same teachers' weights).
+    """
+    check_folder_path(out)
+    if resume:
+        if not has_checkpoint(out):
+            if is_complete(out):
+                raise KDistillError(f"{out} holds a finished run: there is nothing to resume")
+            raise KDistillError(f"no checkpoint to resume from in {out}: run without --resume")
+        if (out / "config.json").is_file():
+            check_same_run(out, spec, teacher_sha256)
+    elif has_checkpoint(out):
+        raise KDistillError(
+            f"{out} already holds a checkpoint: pass --resume to continue it, or choose a new --out"
+        )
+    elif is_complete(out):
+        raise KDistillError(
+            f"{out} already holds a finished run: choose a new --out (or delete that folder)"
+        )
 
 
 def execute(
@@ -97,6 +225,7 @@ def execute(
     argv: list[str] | None = None,
     teacher_logits: torch.Tensor | None = None,
     tensorboard: bool = False,
+    trust_code: bool = False,
 ) -> dict:
     """Run ``spec`` into the folder ``out`` and return its metrics.
 
@@ -104,30 +233,48 @@ def execute(
     ``teacher_logits`` (of the transfer set) spares recomputing them, e.g. across a sweep;
     ``tensorboard`` also logs every epoch to ``out/tensorboard``. Under torchrun every rank
     trains and returns the test metrics, and rank 0 alone writes ``out`` (its metrics alone
-    hold ``cost``).
+    hold ``cost``). ``trust_code`` lets teacher run folders whose config names a
+    ``module:function`` model import and call it (see :func:`load_run_model`).
+
+    Whether ``out`` may take the run is decided before anything is written to it, and a run
+    that fails before its first checkpoint leaves no folder behind. The teachers' weights are
+    recorded (sha256) so that a resume with other teachers is refused.
     """
     ctx = distributed.context()
     out = Path(out)
-    spec.train.validate()
-    if resume and not distributed.on_main(lambda: has_checkpoint(out)):
-        raise KDistillError(f"no checkpoint to resume from in {out}: run without --resume")
+    spec.validate()
+    resolve_device(spec.train.device)  # an unknown or absent device, before any work
+    hashes = [weights_sha256(t) for t in spec.teachers] if spec.teachers else None
+    distributed.on_main(lambda: accept_folder(out, spec, resume, hashes))
     dataset = cached_dataset(spec.dataset, spec.data_dir, download)
+    spec.validate(dataset.num_classes)
     transfer_set = transfer_split(dataset.train, spec)
     if len(transfer_set) == 0:
         raise KDistillError("the transfer set is empty: check drop/keep classes and fraction")
+
+    # config.json and the checkpoints name the loss and all its arguments
+    spec = replace(spec, train=spec.train.with_loss(spec.train.make_loss(bool(spec.teachers))))
+    torch.manual_seed(spec.train.seed)  # the student's initial weights
+    model = build_model(spec.model, dataset.input_shape, dataset.num_classes)
     teachers = [
-        load_teacher(path, spec.teacher_model, dataset.input_shape, dataset.num_classes)
+        load_teacher(
+            path,
+            spec.teacher_model,
+            dataset.input_shape,
+            dataset.num_classes,
+            dataset=spec.dataset,
+            trust_code=trust_code,
+        )
         for path in spec.teachers
     ]
 
-    # config.json and the checkpoints name the loss and all its arguments
-    spec = replace(spec, train=spec.train.with_loss(spec.train.make_loss(bool(teachers))))
-    torch.manual_seed(spec.train.seed)  # the student's initial weights
-    model = build_model(spec.model, dataset.input_shape, dataset.num_classes)
-
     config = {"kind": "distill" if teachers else "train", **asdict(spec)}
     config.update(input_shape=list(dataset.input_shape), num_classes=dataset.num_classes)
-    distributed.on_main(lambda: _start_folder(out, config, resume, spec.train.seed, argv))
+    if spec.dataset != "digits":  # where the files were (also from $KDISTILL_DATA): reloadable
+        config["data_dir"] = str(resolve_data_dir(spec.data_dir).resolve())
+    if hashes is not None:
+        config["teacher_sha256"] = hashes
+    created = distributed.on_main(lambda: _start_folder(out, config, resume, spec.train.seed, argv))
 
     log_board = None
     if tensorboard and ctx.is_main:
@@ -140,29 +287,39 @@ def execute(
         if log_board is not None:
             log_board(history)
 
-    result = fit(
-        model,
-        transfer_set,
-        spec.train,
-        teacher=teachers[0] if len(teachers) == 1 else (teachers or None),
-        teacher_logits=teacher_logits,
-        test=dataset.test,
-        checkpoint_dir=out,
-        resume=resume,
-        progress=progress,
-        on_epoch=on_epoch if ctx.is_main else None,
-    )
+    try:
+        result = fit(
+            model,
+            transfer_set,
+            spec.train,
+            teacher=teachers[0] if len(teachers) == 1 else (teachers or None),
+            teacher_logits=teacher_logits,
+            test=dataset.test,
+            checkpoint_dir=out,
+            resume=resume,
+            progress=progress,
+            on_epoch=on_epoch if ctx.is_main else None,
+        )
+    except BaseException:
+        if ctx.is_main and not resume and not has_checkpoint(out):
+            _remove_stub(out, created, log_board)  # nothing worth keeping: leave no stub
+        raise
     if log_board is not None:
         log_board.close()
     test = distributed.evaluate(model, dataset.test, spec.train.eval_batch_size)  # fp32 scores
+    trained_on, val = transfer_set, None
+    if spec.train.val_fraction > 0:  # the part fit held out for validation (same split)
+        trained_on, val = train_val_split(transfer_set, spec.train.val_fraction, spec.train.seed)
     metrics = {
         "test": test,
-        "transfer_set_size": len(transfer_set),
+        "transfer_set_size": len(trained_on),
         "epochs_run": len(result.history),
         "best_epoch": result.best_epoch,
         "stopped_early": result.stopped_early,
         "train_seconds": round(result.seconds, 2),
     }
+    if val is not None:
+        metrics["val"] = distributed.evaluate(model, val, spec.train.eval_batch_size)
     if not ctx.is_main:
         return metrics
     write_history(out / "history.csv", result.history)
@@ -175,20 +332,48 @@ def execute(
     return metrics
 
 
-def _start_folder(out: Path, config: dict, resume: bool, seed: int, argv: list[str] | None) -> None:
-    """Create the run folder with config.json and meta.json (refusing another run's folder)."""
-    out.mkdir(parents=True, exist_ok=True)
-    if not resume:
+def _start_folder(out: Path, config: dict, resume: bool, seed: int, argv: list[str] | None) -> bool:
+    """Create the run folder with config.json and meta.json; return whether it was new.
+
+    The folder was accepted before (:func:`accept_folder`). meta.json records every invocation
+    of the run (the first one's fields also at its top level), so a resume adds to it.
+    """
+    created = make_folder(out)
+    invocations = []
+    if resume:
+        invocations = read_invocations(out)
+    else:
         atomic_write_json(out / "config.json", config)
-    elif (out / "config.json").is_file():
-        saved = json.loads((out / "config.json").read_text())
-        differences = config_differences(saved, config)  # a config from any kdistill version
-        if differences:
-            raise KDistillError(
-                f"{out} holds a run with another config ({describe_differences(differences)}); "
-                "resume with the same command, or choose a new --out"
-            )
-    atomic_write_json(out / "meta.json", environment(seed, argv))
+    invocations.append(environment(seed, argv))
+    atomic_write_json(out / "meta.json", {**invocations[0], "invocations": invocations})
+    return created
+
+
+def read_invocations(folder: str | Path) -> list[dict]:
+    """Every recorded invocation of a run (a meta.json from before this list: one of them)."""
+    try:
+        meta = json.loads((Path(folder) / "meta.json").read_text())
+    except (OSError, ValueError):
+        return []
+    if not isinstance(meta, dict):
+        return []
+    if isinstance(meta.get("invocations"), list):
+        return list(meta["invocations"])
+    return [meta]
+
+
+def _remove_stub(out: Path, created: bool | None, log_board) -> None:
+    """Remove what a run that failed before its first checkpoint wrote into ``out``."""
+    if log_board is not None:
+        log_board.close()
+    for name in ("config.json", "meta.json", "history.csv"):
+        (out / name).unlink(missing_ok=True)
+    if created:
+        shutil.rmtree(out / "tensorboard", ignore_errors=True)
+        try:
+            out.rmdir()  # only when empty: never anything the user put there
+        except OSError:
+            pass
 
 
 def transfer_split(train: Split, spec: RunSpec) -> Split:
@@ -230,22 +415,40 @@ def model_cost(model: nn.Module, input_shape: tuple[int, ...], device: torch.dev
 
 
 def load_run_model(
-    folder: str | Path, device: str | torch.device = "cpu"
+    folder: str | Path, device: str | torch.device = "cpu", *, trust_code: bool = False
 ) -> tuple[nn.Module, dict]:
-    """The trained model of a run folder (in eval mode) and the run's config."""
+    """The trained model of a run folder (in eval mode) and the run's config.
+
+    Loading trusts the folder's data, never its code: the built-in specs (``mlp:...``,
+    ``cnn:...``) are built from config.json and filled from model.safetensors (tensors only).
+    A ``module:function`` spec in config.json would import that module and call the function,
+    so it is refused unless ``trust_code=True`` (``--trust-code``).
+    """
     folder = Path(folder)
     config_path, weights = folder / "config.json", folder / "model.safetensors"
     if not config_path.is_file() or not weights.is_file():
         raise KDistillError(
             f"{folder} is not a finished kdistill run (needs config.json and model.safetensors)"
         )
-    config = json.loads(config_path.read_text())
-    model = build_model(config["model"], config["input_shape"], config["num_classes"])
+    config = read_config(folder)
+    spec = config["model"]
+    if imports_code(spec) and not trust_code:
+        raise KDistillError(
+            f"{config_path} names the model {spec!r}, which loading would import and run as "
+            "code; pass --trust-code (trust_code=True) only if you trust that folder"
+        )
+    try:
+        input_shape, num_classes = list(config["input_shape"]), int(config["num_classes"])
+    except (KeyError, TypeError, ValueError):
+        raise KDistillError(f"{config_path} lacks the input_shape and num_classes") from None
+    model = build_model(spec, input_shape, num_classes)
     try:
         state = load_file(weights, device=str(device))
     except Exception as exc:  # safetensors raises its own error types
         raise KDistillError(f"corrupt weights file {weights}: {exc}") from None
-    model.load_state_dict(state)
+    _load_fitting(
+        model, state, f"the weights in {weights} do not fit the model {spec!r} of its config.json"
+    )
     return model.to(device).eval(), config
 
 
@@ -255,15 +458,21 @@ def load_teacher(
     input_shape: tuple[int, ...],
     num_classes: int,
     device: str | torch.device = "cpu",
+    *,
+    dataset: str | None = None,
+    trust_code: bool = False,
 ) -> nn.Module:
     """A teacher from a run folder, or from a plain ``state_dict`` file of ``model_spec``.
 
     ``.pt``/``.pth`` files are read with ``torch.load(weights_only=True)``: they may hold
-    tensors, never pickled code.
+    tensors, never pickled code. A run folder must have been trained on ``dataset`` (when
+    given) with the same input shape and classes; see :func:`load_run_model` for
+    ``trust_code``.
     """
     path = Path(path)
     if path.is_dir():
-        return load_run_model(path, device)[0]
+        check_teacher_data(path, read_config(path), dataset, input_shape, num_classes)
+        return load_run_model(path, device, trust_code=trust_code)[0]
     if not path.is_file():
         raise KDistillError(f"teacher {path} does not exist (expected a run folder or a .pt file)")
     if not model_spec:
@@ -273,6 +482,34 @@ def load_teacher(
     model = build_model(model_spec, input_shape, num_classes)
     load_state_dict_file(model, path)
     return model.to(device).eval()
+
+
+def check_teacher_data(
+    folder: Path,
+    config: dict,
+    dataset: str | None,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+) -> None:
+    """Refuse a teacher run made on another dataset, input shape or number of classes."""
+    recorded = config.get("dataset")
+    if dataset is not None and recorded is not None and recorded != dataset:
+        raise KDistillError(
+            f"the teacher {folder} was trained on {recorded}, not {dataset}: distill on "
+            f"--dataset {recorded}, or use a teacher trained on {dataset}"
+        )
+    shape = config.get("input_shape")
+    if shape is not None and list(shape) != list(input_shape):
+        raise KDistillError(
+            f"the teacher {folder} takes inputs of shape {tuple(shape)}, the data are "
+            f"{tuple(input_shape)}: use a teacher trained on this dataset"
+        )
+    classes = config.get("num_classes")
+    if classes is not None and classes != num_classes:
+        raise KDistillError(
+            f"the teacher {folder} predicts {classes} classes, the data have {num_classes}: "
+            "use a teacher trained on this dataset"
+        )
 
 
 def load_state_dict_file(model: nn.Module, path: str | Path) -> nn.Module:
@@ -292,17 +529,24 @@ def load_state_dict_file(model: nn.Module, path: str | Path) -> nn.Module:
         state = state["state_dict"]  # the common {"state_dict": ...} wrapper
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise KDistillError(f"{path} does not hold a state_dict (a dict of tensors)")
+    _load_fitting(
+        model, state, f"the weights in {path} do not fit the model", "check --teacher-model"
+    )
+    return model
+
+
+def _load_fitting(model: nn.Module, state: dict, what: str, fix: str = "") -> None:
+    """``model.load_state_dict(state)``, or one line saying which tensors do not fit."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     resized = [k for k in expected if k in state and state[k].shape != expected[k].shape]
     if missing or unexpected or resized:
         raise KDistillError(
-            f"the weights in {path} do not fit the model: missing {missing[:3]}, unexpected "
-            f"{unexpected[:3]}, other shapes {resized[:3]}; check --teacher-model"
+            f"{what}: missing {missing[:3]}, unexpected {unexpected[:3]}, other shapes "
+            f"{resized[:3]}; {fix or 'the folder was changed after the run: train it again'}"
         )
     model.load_state_dict(state)
-    return model
 
 
 def write_history(path: str | Path, rows: list[dict]) -> None:

@@ -22,24 +22,32 @@ from pathlib import Path
 
 import torch
 
-from kdistill.checkpoint import atomic_write_json, atomic_write_text, has_checkpoint
-from kdistill.compat import config_differences, describe_differences
+from kdistill.checkpoint import (
+    atomic_write_json,
+    atomic_write_text,
+    check_folder_path,
+    has_checkpoint,
+    make_folder,
+)
 from kdistill.errors import KDistillError
 from kdistill.losses import make_loss
+from kdistill.models import build_model
 from kdistill.runs import (
     RunSpec,
     cached_dataset,
+    check_same_run,
     execute,
     is_complete,
     load_teacher,
     transfer_split,
+    weights_sha256,
 )
 from kdistill.train import predict_logits, resolve_device
 
 SWEPT_LOSS = "hinton"  # the loss whose temperature and alpha a sweep varies
 CSV_COLUMNS = (
     "temperature", "alpha", "seed", "test_errors", "test_examples", "test_accuracy",
-    "test_loss", "epochs_run", "train_seconds", "run",
+    "test_loss", "val_errors", "val_examples", "epochs_run", "train_seconds", "run",
 )  # fmt: skip
 
 
@@ -114,25 +122,48 @@ def run_sweep(
     download: bool = False,
     argv: list[str] | None = None,
     tensorboard: bool = False,
+    trust_code: bool = False,
 ) -> list[dict]:
     """Run every cell of ``sweep`` not yet done in ``out``; write sweep.csv and heatmap.png.
+
+    Everything that can be checked (the grid, the data, the model spec, the teachers) is
+    checked before ``out`` is written to. ``trust_code`` as in :func:`~kdistill.runs.execute`.
 
     Returns:
         One row per cell and seed (the rows of ``sweep.csv``).
     """
     sweep.validate()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "sweep.json", _jsonable(sweep))
+    check_folder_path(out)
+    if (out / "config.json").is_file():
+        raise KDistillError(f"{out} holds a run, not a sweep: choose a new --out")
     base = sweep.base
+    base.validate()
     dataset = cached_dataset(base.dataset, base.data_dir, download)
+    base.validate(dataset.num_classes)
+    build_model(base.model, dataset.input_shape, dataset.num_classes)  # a bad spec fails here
+    teachers = [
+        load_teacher(
+            path,
+            base.teacher_model,
+            dataset.input_shape,
+            dataset.num_classes,
+            resolve_device(base.train.device),
+            dataset=base.dataset,
+            trust_code=trust_code,
+        )
+        for path in base.teachers
+    ]
+    hashes = [weights_sha256(t) for t in base.teachers]
+    make_folder(out)
+    atomic_write_json(out / "sweep.json", _jsonable(sweep))
     logits_by_seed: dict[int | None, torch.Tensor] = {}
     rows: list[dict] = []
     cells = sweep.cells()
     for number, (name, spec) in enumerate(cells, start=1):
         folder = out / name
         if is_complete(folder):
-            _check_same_run(folder, spec)
+            check_same_run(folder, spec, hashes)
             metrics = json.loads((folder / "metrics.json").read_text())
         else:
             resume = has_checkpoint(folder)
@@ -142,7 +173,7 @@ def run_sweep(
                 # The transfer set depends on the seed only when it is a random fraction.
                 key = spec.train.seed if spec.train_fraction < 1 else None
                 if key not in logits_by_seed:
-                    logits_by_seed[key] = _teacher_logits(spec, dataset)
+                    logits_by_seed[key] = _teacher_logits(spec, dataset, teachers)
                 teacher_logits = logits_by_seed[key]
             metrics = execute(
                 spec,
@@ -153,6 +184,7 @@ def run_sweep(
                 argv=argv,
                 teacher_logits=teacher_logits,
                 tensorboard=tensorboard,
+                trust_code=trust_code,
             )
         rows.append(_row(name, spec, metrics))
         write_csv(out / "sweep.csv", rows)  # a partial table survives a kill
@@ -166,12 +198,7 @@ def _can_share_logits(spec: RunSpec) -> bool:
     return train.jitter == 0 and train.val_fraction == 0 and train.cache_teacher_logits
 
 
-def _teacher_logits(spec: RunSpec, dataset) -> torch.Tensor:
-    device = resolve_device(spec.train.device)
-    teachers = [
-        load_teacher(path, spec.teacher_model, dataset.input_shape, dataset.num_classes, device)
-        for path in spec.teachers
-    ]
+def _teacher_logits(spec: RunSpec, dataset, teachers: list) -> torch.Tensor:
     transfer = transfer_split(dataset.train, spec)
     return predict_logits(
         teachers[0] if len(teachers) == 1 else teachers,
@@ -179,17 +206,6 @@ def _teacher_logits(spec: RunSpec, dataset) -> torch.Tensor:
         spec.train.eval_batch_size,
         spec.train.bf16,
     )
-
-
-def _check_same_run(folder: Path, spec: RunSpec) -> None:
-    saved = json.loads((folder / "config.json").read_text())
-    differences = config_differences(saved, _jsonable(spec))  # a config from any version
-    if differences:
-        raise KDistillError(
-            f"{folder} holds a finished run with other settings "
-            f"({describe_differences(differences)}); keep the sweep's settings to continue it, "
-            "or choose a new --out"
-        )
 
 
 def _jsonable(obj) -> dict:
@@ -206,6 +222,8 @@ def _row(name: str, spec: RunSpec, metrics: dict) -> dict:
         "test_examples": test["examples"],
         "test_accuracy": round(test["accuracy"], 6),
         "test_loss": round(test["loss"], 6),
+        "val_errors": metrics["val"]["errors"] if "val" in metrics else None,
+        "val_examples": metrics["val"]["examples"] if "val" in metrics else None,
         "epochs_run": metrics["epochs_run"],
         "train_seconds": metrics["train_seconds"],
         "run": name,
@@ -222,32 +240,43 @@ def write_csv(path: str | Path, rows: Sequence[dict]) -> None:
 
 
 def summarize(rows: Sequence[dict]) -> list[dict]:
-    """Mean (and spread) of test errors over seeds, one row per (T, alpha), best first."""
-    groups: dict[tuple[float, float], list[int]] = {}
+    """Mean (and spread) of errors over seeds, one row per (T, alpha), best first.
+
+    Cells are ranked by their validation errors when every cell held out a validation split
+    (``--val-fraction``): choosing by test errors would fit the test set. Test errors are shown
+    beside them.
+    """
+    by_val = bool(rows) and all(row.get("val_errors") is not None for row in rows)
+    groups: dict[tuple[float, float], list[dict]] = {}
     for row in rows:
-        groups.setdefault((row["temperature"], row["alpha"]), []).append(row["test_errors"])
-    summary = [
-        {
-            "T": t,
-            "alpha": a,
-            "seeds": len(errors),
-            "mean_test_errors": round(statistics.fmean(errors), 2),
-            "std": round(statistics.stdev(errors), 2) if len(errors) > 1 else None,
-            "min": min(errors),
-            "max": max(errors),
-        }
-        for (t, a), errors in groups.items()
-    ]
-    return sorted(summary, key=lambda r: (r["mean_test_errors"], r["T"], r["alpha"]))
+        groups.setdefault((row["temperature"], row["alpha"]), []).append(row)
+    summary = []
+    for (t, a), cell in groups.items():
+        errors = [r["test_errors"] for r in cell]
+        entry = {"T": t, "alpha": a, "seeds": len(errors)}
+        if by_val:
+            entry["mean_val_errors"] = round(statistics.fmean(r["val_errors"] for r in cell), 2)
+        entry.update(
+            mean_test_errors=round(statistics.fmean(errors), 2),
+            std=round(statistics.stdev(errors), 2) if len(errors) > 1 else None,
+            min=min(errors),
+            max=max(errors),
+        )
+        summary.append(entry)
+    rank = "mean_val_errors" if by_val else "mean_test_errors"
+    return sorted(summary, key=lambda r: (r[rank], r["mean_test_errors"], r["T"], r["alpha"]))
 
 
 def plot_sweep(rows: Sequence[dict], path: str | Path) -> Path:
-    """Heat map of mean test errors over seeds: rows T, columns alpha, best cell marked."""
+    """Heat map of mean errors over seeds (validation when held out, else test): rows T, columns
+    alpha, best cell marked."""
     from kdistill.reports import plot_heatmap
 
     temperatures = sorted({r["temperature"] for r in rows})
     alphas = sorted({r["alpha"] for r in rows})
-    means = {(s["T"], s["alpha"]): s["mean_test_errors"] for s in summarize(rows)}
+    summary = summarize(rows)
+    key = "mean_val_errors" if summary and "mean_val_errors" in summary[0] else "mean_test_errors"
+    means = {(s["T"], s["alpha"]): s[key] for s in summary}
     grid = [[means.get((t, a), float("nan")) for a in alphas] for t in temperatures]
     seeds = max(s["seeds"] for s in summarize(rows))
     return plot_heatmap(
@@ -257,5 +286,6 @@ def plot_sweep(rows: Sequence[dict], path: str | Path) -> Path:
         path,
         xlabel="alpha (weight of the soft targets)",
         ylabel="temperature T",
-        title=f"Test errors of the student, mean over {seeds} seed(s)",
+        title=f"{'Validation' if key == 'mean_val_errors' else 'Test'} errors of the student, "
+        f"mean over {seeds} seed(s)",
     )

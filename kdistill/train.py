@@ -143,10 +143,27 @@ class FitResult:
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when present, else the CPU."""
+    """``auto`` picks CUDA when present, else the CPU; a device this machine lacks is refused."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise KDistillError(
+            f"unknown device {name!r}: use cpu, cuda, cuda:N, mps or auto (--device)"
+        ) from None
+    available = {
+        "cpu": lambda: True,
+        "cuda": lambda: (
+            torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()
+        ),
+        "mps": lambda: torch.backends.mps.is_available(),
+    }
+    if not available.get(device.type, lambda: False)():
+        raise KDistillError(
+            f"device {name!r} is not available on this machine: use --device cpu (or auto)"
+        )
+    return device
 
 
 def as_members(teacher: Teacher | None) -> list[nn.Module]:
@@ -422,6 +439,9 @@ def _train_epoch(run: _Run, epoch: int, bar: tqdm) -> dict:
     epoch_start = time.perf_counter()
     if ctx.distributed:  # each rank its own dropout masks, reproducible on resume
         torch.manual_seed(distributed.rank_seed(config.seed, epoch, ctx.rank))
+    epoch_lr = run.optimizer.param_groups[0]["lr"]  # the rate this epoch starts with
+    temperature = float(run.objective.arguments().get("temperature", 1.0))
+    limit = _loss_limit(run.num_classes, temperature)
     step_losses = torch.zeros(run.steps_per_epoch, device=run.device)
     step_terms: dict[str, Tensor] = {}  # a term a step leaves out counts as 0 there
     for step, (index, x, y, share) in enumerate(_epoch_batches(run)):
@@ -432,16 +452,16 @@ def _train_epoch(run: _Run, epoch: int, bar: tqdm) -> dict:
                 step_terms[name] = torch.zeros(run.steps_per_epoch, device=run.device)
             step_terms[name][step] = value
         if step % 100 == 99:  # one device sync per 100 steps
-            _check_finite(step_losses[: step + 1], epoch, run.steps_per_epoch)
+            _check_finite(step_losses[: step + 1], epoch, run.steps_per_epoch, limit)
         bar.update()
-    _check_finite(step_losses, epoch, run.steps_per_epoch)
+    _check_finite(step_losses, epoch, run.steps_per_epoch, limit)
     per_step = [step_losses, *step_terms.values()]
     if ctx.distributed:  # sum of the ranks' weighted shard losses / W = global batch loss
         per_step = list(distributed.all_reduce_sum(torch.stack(per_step)) / ctx.world_size)
     means = [float(losses.mean()) for losses in per_step]
     return {
         "epoch": epoch + 1,
-        "lr": run.optimizer.param_groups[0]["lr"],
+        "lr": epoch_lr,
         "train_loss": means[0],
         **{f"train_{name}": mean for name, mean in zip(step_terms, means[1:], strict=True)},
         "seconds": round(time.perf_counter() - epoch_start, 3),
@@ -739,14 +759,32 @@ def _try_loss(objective: DistillationObjective, model: nn.Module, probe: Tensor)
     model.train(was_training)
 
 
-def _check_finite(losses: Tensor, epoch: int, steps_per_epoch: int) -> None:
-    bad = ~torch.isfinite(losses)
+def _loss_limit(num_classes: int, temperature: float) -> float:
+    """A loss no sane run reaches: 10^4 times that of uniform predictions (times T^2)."""
+    return 1e4 * math.log(max(num_classes, 2)) * max(1.0, temperature**2)
+
+
+def _check_finite(
+    losses: Tensor, epoch: int, steps_per_epoch: int, limit: float = math.inf
+) -> None:
+    """Stop a diverged run: a loss that is not finite, or above ``limit`` (it exploded)."""
+    bad = ~torch.isfinite(losses) | (losses > limit)
     if bool(bad.any()):
         step = int(bad.nonzero()[0])
+        where = (
+            f"at epoch {epoch + 1}, step {step + 1} "
+            f"(global step {epoch * steps_per_epoch + step + 1})"
+        )
+        value = float(losses[step])
+        what = (
+            f"loss became non-finite {where}"
+            if not math.isfinite(value)
+            else f"training diverged: the loss reached {value:.3g} {where}"
+        )
+        kept = f"; the checkpoint of epoch {epoch} (the last good one) is kept" if epoch else ""
         raise KDistillError(
-            f"loss became non-finite at epoch {epoch + 1}, step {step + 1} "
-            f"(global step {epoch * steps_per_epoch + step + 1}); lower the learning rate "
-            "or check the inputs for NaN/inf"
+            f"{what}; start again with a lower learning rate (--lr) or clipped gradients "
+            f"(--grad-clip 1), or check the inputs for NaN/inf{kept}"
         )
 
 

@@ -97,12 +97,14 @@ def _one_line_error(capsys, argv, message):
         (["--model", "tests.helpers:five_way_mlp"], "teacher has 10 classes but student has 5"),
         (["--model", "rnn:12"], "unknown model kind 'rnn'"),
         (["--fraction", "0"], "--fraction must be in (0, 1]"),
-        (["--keep-classes", "11"], "the transfer set is empty"),
         (["--loss", "hintn"], "unknown loss 'hintn': choose one of"),
         (["--loss-arg", "temprature=4"], "takes no argument 'temprature'; its arguments are"),
         (["--loss-arg", "temperature"], "--loss-arg takes KEY=VALUE"),
         (["-T", "4", "--loss-arg", "temperature=5"], "--temperature and --loss-arg temperature"),
         (["--loss", "cross-entropy", "-T", "4"], "'cross-entropy' takes no argument"),
+        (["--keep-classes", "11"], "--keep-classes 11: no such class; the digits classes are 0"),
+        (["--drop-classes", "3,11"], "--drop-classes 11: no such class"),
+        (["--drop-classes", "3", "--keep-classes", "7"], "exclude each other"),
     ],
 )
 def test_distill_errors_are_one_line(teacher_run, tmp_path, capsys, extra, message):

@@ -195,7 +195,9 @@ def test_cli_module_function_models_and_state_dict_teacher(
     args = ["distill", "--teacher", "teacher.pt", "--model", "mlp:16", "-T", "4", *COMMON]
     assert main([*args, "--teacher-model", "kd_models:tiny_cnn,channels=6", "--out", "d"]) == 0
     from_run = ["distill", "--teacher", "t", "--model", "mlp:16", "-T", "4", *COMMON, "--out", "e"]
-    assert main(from_run) == 0
+    assert main(from_run) == 2  # the run folder names code: loading it needs the user's word
+    assert "--trust-code" in capsys.readouterr().err and not Path("e").exists()
+    assert main([*from_run, "--trust-code"]) == 0
     assert load_file("d/model.safetensors").keys() == load_file("e/model.safetensors").keys()
     for key, value in load_file("d/model.safetensors").items():
         assert torch.equal(value, load_file("e/model.safetensors")[key])  # same teacher, same run

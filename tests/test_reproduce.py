@@ -169,9 +169,10 @@ def test_quick_profile_shows_the_papers_directions(quick: tuple[Path, list[str]]
     ensemble = [r for r in _records(out) if r["experiment"].startswith("5.")]
     for dataset in ("mnist", "fashion-mnist"):  # one model distilled from the ensemble beats
         of = {r["row"]: r["measured"] for r in ensemble if dataset in r["experiment"]}
-        assert of["one mlp:100x100 distilled from the ensemble"] < of[
-            "single mlp:100x100 (mean over members)"
-        ]  # the members it came from
+        assert (
+            of["one mlp:100x100 distilled from the ensemble"]
+            < of["single mlp:100x100 (mean over members)"]
+        )  # the members it came from
     soft = rows[("6.", "soft targets of the full-data teacher, T=20")]
     assert soft < rows[("6.", "hard labels")] and soft < rows[("6.", "hard labels, early stopping")]
     before = rows[("3.", "test errors")]
