@@ -44,6 +44,7 @@ from kdistill.data import (
 from kdistill.data import stratified_fraction as take_fraction
 from kdistill.errors import KDistillError
 from kdistill.models import build_model, count_parameters, flops_per_example, inference_throughput
+from kdistill.teacher_logits import TeacherLogitsFile, dataset_identity, read_teacher_logits
 from kdistill.train import TrainConfig, fit, resolve_device
 
 
@@ -53,8 +54,9 @@ class RunSpec:
 
     ``teachers`` are run folders, or plain PyTorch ``state_dict`` files (``.pt``/``.pth``,
     or ``.safetensors``) of the model ``teacher_model``; with more than one they form an
-    ensemble. The transfer-set fields select the training examples the student sees (paper,
-    section 3).
+    ensemble. Instead of teachers, ``teacher_logits`` may name a teacher-logits file (see
+    :mod:`kdistill.teacher_logits`): no teacher model is loaded. The transfer-set fields select
+    the training examples the student sees (paper, section 3).
     """
 
     model: str
@@ -67,6 +69,7 @@ class RunSpec:
     train_fraction: float = 1.0
     teacher_model: str | None = None  # the model spec of state_dict teacher files
     holdout_fraction: float = 0.0  # stratified part of the training split kept out (seeded)
+    teacher_logits: str | None = None  # a teacher-logits file, instead of teachers
 
     @classmethod
     def from_dict(cls, data: dict) -> RunSpec:
@@ -89,13 +92,14 @@ def execute(
     progress: bool = True,
     download: bool = False,
     argv: list[str] | None = None,
-    teacher_logits: torch.Tensor | None = None,
+    teacher_logits: torch.Tensor | TeacherLogitsFile | None = None,
     tensorboard: bool = False,
 ) -> dict:
     """Run ``spec`` into the folder ``out`` and return its metrics.
 
     Checkpoints every epoch into ``out``; ``resume=True`` continues a killed run.
-    ``teacher_logits`` (of the transfer set) spares recomputing them, e.g. across a sweep;
+    ``teacher_logits`` (of the transfer set) spares recomputing them, e.g. across a sweep (or
+    the file of ``spec.teacher_logits``, already read);
     ``tensorboard`` also logs every epoch to ``out/tensorboard``. Under torchrun every rank
     trains and returns the test metrics, and rank 0 alone writes ``out`` (its metrics alone
     hold ``cost``).
@@ -113,12 +117,18 @@ def execute(
         load_teacher(path, spec.teacher_model, dataset.input_shape, dataset.num_classes)
         for path in spec.teachers
     ]
+    if spec.teacher_logits is not None and not isinstance(teacher_logits, TeacherLogitsFile):
+        teacher_logits = open_teacher_logits(spec, dataset)
 
     torch.manual_seed(spec.train.seed)  # the student's initial weights
     model = build_model(spec.model, dataset.input_shape, dataset.num_classes)
 
-    config = {"kind": "distill" if teachers else "train", **asdict(spec)}
+    distills = bool(teachers) or spec.teacher_logits is not None
+    config = {"kind": "distill" if distills else "train", **asdict(spec)}
     config.update(input_shape=list(dataset.input_shape), num_classes=dataset.num_classes)
+    if isinstance(teacher_logits, TeacherLogitsFile):  # resume refuses another file
+        config.update(teacher_logits_record(teacher_logits))
+        distributed.on_main(lambda: check_same_logits_file(out, teacher_logits, resume))
     distributed.on_main(lambda: _start_folder(out, config, resume, spec.train.seed, argv))
 
     log_board = None
@@ -180,6 +190,38 @@ def _start_folder(out: Path, config: dict, resume: bool, seed: int, argv: list[s
                 "or choose a new --out"
             )
     atomic_write_json(out / "meta.json", environment(seed, argv))
+
+
+def open_teacher_logits(spec: RunSpec, dataset: Dataset) -> TeacherLogitsFile:
+    """Read ``spec.teacher_logits``, refusing a file not written for ``dataset`` (its name,
+    example order, class count) or with fewer shifts than ``spec.train.jitter``."""
+    if spec.teachers:
+        raise KDistillError("give teacher runs or a teacher-logits file, not both")
+    return read_teacher_logits(
+        spec.teacher_logits, expect=dataset_identity(dataset), max_shift=spec.train.jitter
+    )
+
+
+def teacher_logits_record(logits_file: TeacherLogitsFile) -> dict:
+    """What a student's config.json records of its teacher-logits file."""
+    return {
+        "teacher_logits_sha256": logits_file.sha256,
+        "teacher_logits_teachers_sha256": logits_file.describe()["teachers_sha256"],
+    }
+
+
+def check_same_logits_file(out: Path, logits_file: TeacherLogitsFile, resume: bool) -> None:
+    """On resume, refuse a teacher-logits file other than the one the run started with."""
+    config_path = out / "config.json"
+    if not resume or not config_path.is_file():
+        return
+    recorded = json.loads(config_path.read_text()).get("teacher_logits_sha256")
+    if recorded != logits_file.sha256:
+        raise KDistillError(
+            f"the teacher-logits file {logits_file.path} has changed since {out} was started "
+            f"(sha256 {logits_file.sha256[:12]}..., recorded {str(recorded)[:12]}...): resume "
+            "with the same file, or choose a new --out"
+        )
 
 
 def transfer_split(train: Split, spec: RunSpec) -> Split:

@@ -3,9 +3,10 @@
 A sweep is data (:class:`Sweep`: a base :class:`~kdistill.runs.RunSpec` and the grid); each cell
 is an ordinary run folder made by :func:`~kdistill.runs.execute`, so the one training loop does
 all the work. The teacher's logits depend on neither T nor alpha, so they are computed once per
-transfer set and shared by every cell. A sweep is resumable: finished cells are read back, a
-cell killed mid-run continues from its last checkpoint. It writes ``sweep.csv`` (one row per
-cell and seed) and ``heatmap.png`` (mean test errors over seeds, best cell marked).
+transfer set and shared by every cell (or read once from a teacher-logits file). A sweep is
+resumable: finished cells are read back, a cell killed mid-run continues from its last
+checkpoint. It writes ``sweep.csv`` (one row per cell and seed) and ``heatmap.png`` (mean test
+errors over seeds, best cell marked).
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ from kdistill.losses import check_alpha, check_temperature
 from kdistill.runs import (
     RunSpec,
     cached_dataset,
+    check_same_logits_file,
     execute,
     is_complete,
     load_teacher,
+    open_teacher_logits,
     transfer_split,
 )
 from kdistill.train import predict_logits, resolve_device
@@ -67,8 +70,10 @@ class Sweep:
             raise KDistillError(f"repeated temperature in the grid {self.temperatures}")
         if len(set(self.alphas)) != len(self.alphas):
             raise KDistillError(f"repeated alpha in the grid {self.alphas}")
-        if not self.base.teachers:
-            raise KDistillError("a sweep distills from a teacher: give --teacher RUN")
+        if not self.base.teachers and self.base.teacher_logits is None:
+            raise KDistillError(
+                "a sweep distills from a teacher: give --teacher RUN or --teacher-logits FILE"
+            )
         for teacher in self.base.teachers:
             path = Path(teacher)
             if path.is_dir() and not (path / "model.safetensors").is_file():
@@ -117,18 +122,21 @@ def run_sweep(
     base = sweep.base
     dataset = cached_dataset(base.dataset, base.data_dir, download)
     logits_by_seed: dict[int | None, torch.Tensor] = {}
+    logits_file = open_teacher_logits(base, dataset) if base.teacher_logits else None
     rows: list[dict] = []
     cells = sweep.cells()
     for number, (name, spec) in enumerate(cells, start=1):
         folder = out / name
         if is_complete(folder):
             _check_same_run(folder, spec)
+            if logits_file is not None:
+                check_same_logits_file(folder, logits_file, resume=True)
             metrics = json.loads((folder / "metrics.json").read_text())
         else:
             resume = has_checkpoint(folder)
             print(f"[{number}/{len(cells)}] {name}" + (" (resuming)" if resume else ""), flush=True)
-            teacher_logits = None
-            if _can_share_logits(spec):
+            teacher_logits = logits_file
+            if logits_file is None and _can_share_logits(spec):
                 # The transfer set depends on the seed only when it is a random fraction.
                 key = spec.train.seed if spec.train_fraction < 1 else None
                 if key not in logits_by_seed:
@@ -176,13 +184,16 @@ def _teacher_logits(spec: RunSpec, dataset) -> torch.Tensor:
 
 def _check_same_run(folder: Path, spec: RunSpec) -> None:
     saved = json.loads((folder / "config.json").read_text())
-    for key in ("kind", "input_shape", "num_classes"):
+    for key in ("kind", "input_shape", "num_classes", *_FILE_RECORD):
         saved.pop(key, None)
     if saved != _jsonable(spec):
         raise KDistillError(
             f"{folder} holds a finished run with other settings; keep the sweep's settings "
             "to continue it, or choose a new --out"
         )
+
+
+_FILE_RECORD = ("teacher_logits_sha256", "teacher_logits_teachers_sha256")  # checked apart
 
 
 def _jsonable(obj) -> dict:

@@ -25,7 +25,15 @@ from tqdm.auto import tqdm
 
 from kdistill import distributed
 from kdistill.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
-from kdistill.data import Split, as_batches, batch_indices, jitter, train_val_split
+from kdistill.data import (
+    Split,
+    as_batches,
+    batch_indices,
+    random_shifts,
+    shift_images,
+    train_val_split,
+    view_index,
+)
 from kdistill.errors import KDistillError
 from kdistill.losses import (
     check_alpha,
@@ -35,6 +43,7 @@ from kdistill.losses import (
     log_soft_targets,
 )
 from kdistill.models import max_norm_
+from kdistill.teacher_logits import TeacherLogitsFile, log_soft_target_table
 
 Teacher = nn.Module | Sequence[nn.Module]
 Data = Split | torch.utils.data.Dataset | torch.utils.data.DataLoader
@@ -190,7 +199,7 @@ def fit(
     config: TrainConfig,
     *,
     teacher: Teacher | None = None,
-    teacher_logits: Tensor | None = None,
+    teacher_logits: Tensor | TeacherLogitsFile | None = None,
     test: Split | None = None,
     val: Split | None = None,
     checkpoint_dir: str | Path | None = None,
@@ -210,7 +219,9 @@ def fit(
         teacher: a trained model or a list of them (an ensemble); frozen, run in eval mode.
         teacher_logits: precomputed teacher logits for ``train``, ``(N, C)`` or ``(M, N, C)``
             in example order (e.g. shared by every cell of a sweep); computed here when
-            caching applies.
+            caching applies. Or a :class:`~kdistill.teacher_logits.TeacherLogitsFile` (then no
+            teacher is needed): looked up by each example's canonical index
+            (``train.example_ids``) and, with jitter, by each example's shift.
         test: scored after every epoch (reported only; never used to choose anything).
         val: held-out split for early stopping; if None and ``config.val_fraction`` > 0 it is
             split off ``train`` (stratified, seeded).
@@ -259,8 +270,10 @@ def fit(
     train_images = train_labels = None
     if stream is None:
         train_images, train_labels = train.images.to(device), train.labels.to(device)
-    soft_log_probs = None  # the teacher's cached soft targets (log), (N, C)
-    if distilling:
+    soft_log_probs = None  # the teacher's cached soft targets (log): (N, C), or (V, N, C)
+    if isinstance(teacher_logits, TeacherLogitsFile):
+        soft_log_probs = _file_soft_targets(teacher_logits, train, stream, config, num_classes)
+    elif distilling:
         soft_log_probs = _cached_soft_targets(
             teacher, train_images, stream, teacher_logits, config, num_classes, device
         )
@@ -307,14 +320,14 @@ def fit(
                 data_gen,
             )
         )
-        for step, (index, x, y, share) in enumerate(batches):
+        for step, (index, x, y, shifts, share) in enumerate(batches):
             with _autocast(device, config.bf16):
                 logits = net(x).float()
             if not distilling:
                 loss = F.cross_entropy(logits, y)
             else:
                 teacher_log_probs = (
-                    soft_log_probs[index]
+                    _look_up(soft_log_probs, index, shifts, config.jitter)
                     if soft_log_probs is not None
                     else _online_soft_targets(members, x, config, device)
                 )
@@ -439,6 +452,37 @@ def _cached_soft_targets(
     return soft_log_probs
 
 
+def _file_soft_targets(
+    logits_file: TeacherLogitsFile, train: Split | None, stream, config: TrainConfig, classes: int
+) -> Tensor:
+    """Log soft targets at T of every transfer example under every shift the run can draw,
+    ``(V, N, C)``, from a teacher-logits file: row ``view_index(shifts, config.jitter)``."""
+    logits_file.check_run(config.jitter, classes)
+    if stream is not None and not stream.indexed:
+        raise KDistillError(
+            "a teacher-logits file is looked up by example index: pass the Dataset itself, "
+            "not a DataLoader (whose batches carry no indices)"
+        )
+    if stream is None:  # by canonical example index, labels checked example by example
+        positions = logits_file.positions(train.example_ids, train.labels)
+    else:  # a Dataset: its own indices
+        positions = logits_file.positions(torch.arange(len(stream)))
+    device = resolve_device(config.device)
+    table = log_soft_target_table(logits_file, positions, config.jitter, config.temperature, device)
+    return table.clone()  # a normal tensor, usable outside inference mode
+
+
+def _look_up(
+    soft_log_probs: Tensor, index: Tensor, shifts: Tensor | None, max_shift: int
+) -> Tensor:
+    """The cached soft targets of a batch: by example, and by its shifts for a per-view table."""
+    if soft_log_probs.dim() == 2:
+        return soft_log_probs[index]
+    if shifts is None:
+        return soft_log_probs[0, index]
+    return soft_log_probs[view_index(shifts, max_shift), index]
+
+
 def _checkpoint_state(
     config: TrainConfig,
     loop: _Loop,
@@ -548,25 +592,34 @@ def _split_batches(
     generator: torch.Generator,
     max_shift: int,
     ctx: distributed.Context,
-) -> Iterator[tuple[Tensor, Tensor, Tensor, float]]:
-    """This rank's ``(index, x, y, share)`` of each global batch of a shuffled epoch.
+) -> Iterator[tuple[Tensor, Tensor, Tensor, Tensor | None, float]]:
+    """This rank's ``(index, x, y, shifts, share)`` of each global batch of a shuffled epoch.
 
+    ``shifts`` are the jitter shifts ``(B, 2)`` of the examples (None without jitter).
     ``share`` is the shard's weight in the global batch's mean (1 in one process). Jitter shifts
     are drawn for the whole global batch, as one process draws them, so every rank's generator
     stays in step and the shards are those of the one-process run.
     """
     for chunk in batch_indices(len(images), global_batch, generator):
         rows = distributed.shard_slice(len(chunk), ctx.rank, ctx.world_size)
-        index = chunk[rows]
-        x = jitter(images[chunk], max_shift, generator)[rows] if max_shift else images[index]
-        yield index, x, labels[index], ctx.world_size * len(index) / len(chunk)
+        index, shifts = chunk[rows], None
+        if max_shift:
+            shifts = random_shifts(len(chunk), max_shift, generator, images.device)[rows]
+            x = shift_images(images[index], shifts, max_shift)
+        else:
+            x = images[index]
+        yield index, x, labels[index], shifts, ctx.world_size * len(index) / len(chunk)
 
 
 def _jittered(
     batches: Iterator[tuple[Tensor | None, Tensor, Tensor]], max_shift: int, generator
-) -> Iterator[tuple[Tensor | None, Tensor, Tensor, float]]:
+) -> Iterator[tuple[Tensor | None, Tensor, Tensor, Tensor | None, float]]:
     for index, x, y in batches:
-        yield index, jitter(x, max_shift, generator), y, 1.0
+        if not max_shift:
+            yield index, x, y, None, 1.0
+            continue
+        shifts = random_shifts(len(x), max_shift, generator, x.device)
+        yield index, shift_images(x, shifts, max_shift), y, shifts, 1.0
 
 
 def _online_soft_targets(
