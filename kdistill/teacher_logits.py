@@ -315,6 +315,21 @@ class TeacherLogitsFile:
         return k * (2 * k + 1) + k
 
 
+def raw_logit_table(
+    logits_file: TeacherLogitsFile,
+    positions: Tensor,
+    max_shift: int,
+    device: torch.device | str = "cpu",
+) -> Tensor:
+    """Raw fp32 logits of the examples stored at ``positions``, for every shift in
+    [-max_shift, max_shift]², ``(M, V, n, C)``: a batch's teacher logits are then
+    ``table[:, view_index(shifts, max_shift), index]`` (for a loss that takes raw logits)."""
+    file_k = logits_file.max_shift
+    views = [(dy + file_k) * (2 * file_k + 1) + (dx + file_k) for dy, dx in shift_grid(max_shift)]
+    picked = logits_file.logits[:, torch.tensor(views)][:, :, positions.cpu()]
+    return picked.to(device=device, dtype=torch.float32)
+
+
 def log_soft_target_table(
     logits_file: TeacherLogitsFile,
     positions: Tensor,
@@ -329,14 +344,8 @@ def log_soft_target_table(
     """
     from kdistill.losses import log_soft_targets
 
-    file_k = logits_file.max_shift
-    table = []
-    for dy, dx in shift_grid(max_shift):
-        view = (dy + file_k) * (2 * file_k + 1) + (dx + file_k)
-        members = logits_file.logits[:, view, positions.cpu()].to(device).float()  # (M, n, C)
-        source = list(members) if logits_file.ensemble else members[0]
-        table.append(log_soft_targets(source, temperature))
-    return torch.stack(table)
+    table = raw_logit_table(logits_file, positions, max_shift, device)  # (M, V, n, C)
+    return log_soft_targets(list(table) if logits_file.ensemble else table[0], temperature)
 
 
 def read_teacher_logits(

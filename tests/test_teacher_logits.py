@@ -3,7 +3,11 @@ lookup by example for transfer subsets, and every refusal (one line, nothing wri
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import re
+import shlex
+import sys
 from pathlib import Path
 
 import pytest
@@ -388,3 +392,45 @@ def test_sweep_reads_the_file_once_for_every_cell(logits_file, tmp_path, capsys)
     for cell in ("T2-alpha0.5-seed0", "T4-alpha0.5-seed0"):
         assert json.loads((out / cell / "config.json").read_text())["teacher_logits_sha256"] == sha
     assert main(argv) == 0  # finished cells are read back, the file checked against them
+
+
+# --------------------------------------------------------------------------- guide, benchmark
+
+GUIDE = Path(__file__).resolve().parent.parent / "docs" / "guide.md"
+BENCHMARK = Path(__file__).resolve().parent.parent / "benchmarks" / "teacher_logits.py"
+
+
+def test_guide_example_runs_as_written(tmp_path, monkeypatch):
+    pattern = r"<!-- tested: teacher-logits -->\n```bash\n(.*?)```"
+    match = re.search(pattern, GUIDE.read_text(), re.S)
+    assert match, "no block tagged teacher-logits in docs/guide.md"
+    commands = [
+        shlex.split(line)
+        for line in match.group(1).replace("\\\n", " ").splitlines()
+        if line.startswith("kdistill ")
+    ]
+    assert [c[1] for c in commands] == ["train", "teacher-logits", "distill"]
+    monkeypatch.chdir(tmp_path)
+    for command in commands:
+        extra = [] if command[1] == "teacher-logits" else ["--epochs", "2", *FAST]
+        assert main(command[1:] + extra) == 0
+    config = json.loads(Path("runs/student/config.json").read_text())
+    assert config["teacher_logits_sha256"] == read_teacher_logits("runs/teacher.logits").sha256
+
+
+def test_benchmark_quick_mode_writes_every_figure(tmp_path, monkeypatch):
+    monkeypatch.delenv("KDISTILL_DATA", raising=False)
+    spec = importlib.util.spec_from_file_location("kdistill_benchmark_teacher_logits", BENCHMARK)
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench
+    spec.loader.exec_module(bench)
+    out = tmp_path / "quick.json"
+    assert bench.main(["--quick", "--no-bf16", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert [r["row"] for r in result["write"]] == ["write 25 views, fp32"]
+    assert result["write"][0]["forward_passes"] == 25 * bench.QUICK.train_examples
+    assert [r["row"] for r in result["epochs"]] == [
+        "cached logits, no jitter", "file, jitter 2", "online teacher, jitter 2",
+    ]  # fmt: skip
+    assert set(result["ratios"]) == {"file_jitter_over_cached", "file_jitter_over_online_jitter"}
+    assert {r["file_dtype"] for r in result["fp16"]} == {"float32", "float16"}
