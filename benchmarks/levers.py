@@ -118,11 +118,13 @@ def main(argv: list[str] | None = None) -> int:
     else:
         split = Split(torch.rand(n, 1, 28, 28), torch.randint(0, 10, (n,)))
     logits = torch.randn(n, 10, generator=torch.Generator().manual_seed(0))
-    fp32 = TrainConfig(epochs=1, batch_size=args.batch_size, temperature=20.0)
+    fp32 = TrainConfig(epochs=1, batch_size=args.batch_size, loss_args={"temperature": 20.0})
     if args.one_epoch:  # child of the wait-policy lever
         print(epoch_seconds(split, logits, fp32))
         return 0
-    bf16 = TrainConfig(epochs=1, batch_size=args.batch_size, temperature=20.0, bf16=True)
+    bf16 = TrainConfig(
+        epochs=1, batch_size=args.batch_size, loss_args={"temperature": 20.0}, bf16=True
+    )
     print(
         f"{n} examples, batch {args.batch_size}, load {os.getloadavg()}, "
         f"{default_threads} threads by default"

@@ -70,7 +70,7 @@ class Sizes:
     seeds: int
 
 
-FULL = Sizes(60_000, 20_000, 3, 2, 3, 2)
+FULL = Sizes(60_000, 20_000, 3, 2, 3, 2)  # fp16 students train on the 20k of the timed epochs
 QUICK = Sizes(600, 300, 1, 1, 1, 1)
 
 
@@ -95,7 +95,7 @@ def seeded_model(spec: str, seed: int = 1) -> torch.nn.Module:
 
 def time_write(dataset: Dataset, teacher, folder: Path, bf16: bool) -> tuple[dict, torch.Tensor]:
     """Compute every view of the teacher and write the file: the seconds of each part."""
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     logits = compute_teacher_logits(teacher, dataset.train.images, JITTER, bf16=bf16)
     computed = time.perf_counter() - started
     path = folder / ("teacher-bf16.logits" if bf16 else "teacher.logits")
@@ -108,13 +108,15 @@ def time_write(dataset: Dataset, teacher, folder: Path, bf16: bool) -> tuple[dic
         teachers=[{"source": TEACHER_SPEC}],
         compute="bf16-autocast" if bf16 else "fp32",
     )
-    total = time.perf_counter() - started
+    total, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     row = {
         "row": f"write 25 views, {'bf16 autocast' if bf16 else 'fp32'}",
         "examples": len(dataset.train),
         "forward_passes": logits.shape[0] * logits.shape[1],
         "compute_s": round(computed, 1),
         "total_s": round(total, 1),
+        "cpu_s": round(cpu, 1),  # CPU time of this process: the wall time on idle cores
+        "threads": torch.get_num_threads(),
         "file_mb": round(path.stat().st_size / 2**20, 1),
     }
     return row, logits
@@ -123,7 +125,7 @@ def time_write(dataset: Dataset, teacher, folder: Path, bf16: bool) -> tuple[dic
 def time_epochs(dataset: Dataset, teacher, logits_file, sizes: Sizes) -> list[dict]:
     """Fastest epoch of each way to distil, the rows taking turns round after round."""
     subset = dataset.train.subset(torch.arange(sizes.epoch_examples))  # ids carried
-    base = dict(epochs=2, temperature=20.0, lr=0.05, device="cpu")
+    base = dict(epochs=2, loss_args={"temperature": 20.0}, lr=0.05, device="cpu")
     rows = {
         "cached logits, no jitter": (TrainConfig(**base), {"teacher": teacher}),
         "file, jitter 2": (TrainConfig(**base, jitter=JITTER), {"teacher_logits": logits_file}),
@@ -148,15 +150,16 @@ def time_epochs(dataset: Dataset, teacher, logits_file, sizes: Sizes) -> list[di
 
 def fp16_effect(dataset: Dataset, files: dict, sizes: Sizes) -> list[dict]:
     """Test errors of students distilled with jitter from each stored precision, same seeds."""
+    subset = dataset.train.subset(torch.arange(sizes.epoch_examples))  # ids carried
     rows = []
     for seed in range(sizes.seeds):
         for dtype, logits_file in files.items():
             config = TrainConfig(
-                epochs=sizes.student_epochs, jitter=JITTER, temperature=20.0, lr=0.05,
-                seed=seed, device="cpu",
+                epochs=sizes.student_epochs, jitter=JITTER, loss_args={"temperature": 20.0},
+                lr=0.05, seed=seed, device="cpu",
             )  # fmt: skip
             student = seeded_model(STUDENT_SPEC, seed)
-            fit(student, dataset.train, config, progress=False, teacher_logits=logits_file)
+            fit(student, subset, config, progress=False, teacher_logits=logits_file)
             errors = evaluate(student, dataset.test)["errors"]
             rows.append({"seed": seed, "file_dtype": dtype, "test_errors": errors})
     return rows
@@ -189,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     info = machine()
     dataset = get_data(args.quick, args.data_dir)
     info.update(data=dataset.name, train_examples=len(dataset.train))
-    print(f"load {info['loadavg_start']}, {info['torch_threads']} thread(s), {dataset.name}")
+    print(f"load {info['loadavg_start']}, {info['torch_threads']} thread(s), {dataset.name}",
+          flush=True)  # fmt: skip
 
     teacher = seeded_model(TEACHER_SPEC)
     teacher_config = TrainConfig(epochs=sizes.teacher_epochs, jitter=JITTER, lr=0.05, device="cpu")
@@ -203,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         for bf16 in (False,) if args.no_bf16 else (False, True):
             row, logits = time_write(dataset, teacher, folder, bf16)
             write_rows.append(row)
+            print(row, f"load {os.getloadavg()[0]:.2f}", flush=True)
             if not bf16:
                 fp32_logits = logits
         write_teacher_logits(
@@ -215,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             "float16": read_teacher_logits(folder / "teacher-fp16.logits"),
         }
         epoch_rows = time_epochs(dataset, teacher, files["float32"], sizes)
+        print(epoch_rows, f"load {os.getloadavg()[0]:.2f}", flush=True)
         fp16_rows = fp16_effect(dataset, files, sizes)
 
     speed = {r["row"]: r["examples_per_s"] for r in epoch_rows}

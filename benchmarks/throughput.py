@@ -312,7 +312,10 @@ def throughput_table(
 
     # lr 0.05: at 0.1 the reference loop diverged for one of two seeds (T = 20, alpha = 1).
     distill = TrainConfig(
-        epochs=sizes.epochs, batch_size=batch_size, temperature=TEMPERATURE, lr=DISTILL_LR
+        epochs=sizes.epochs,
+        batch_size=batch_size,
+        loss_args={"temperature": TEMPERATURE},
+        lr=DISTILL_LR,
     )
     student = seeded_model(STUDENT_SPEC)
     online = TrainConfig(**{**distill.__dict__, "cache_teacher_logits": False})
@@ -390,7 +393,7 @@ def bf16_accuracy_table(
             config = TrainConfig(
                 epochs=epochs,
                 batch_size=batch_size,
-                temperature=TEMPERATURE,
+                loss_args={"temperature": TEMPERATURE},
                 lr=DISTILL_LR,
                 seed=seed,
                 bf16=bf16,
@@ -418,7 +421,9 @@ def scaling_table(train: Split, sizes: Sizes) -> list[dict]:
         for batch_size in sizes.batch_sizes:
             student = seeded_model(f"mlp:{width}x{width}")
             config = TrainConfig(
-                epochs=min(sizes.epochs, 2), batch_size=batch_size, temperature=TEMPERATURE
+                epochs=min(sizes.epochs, 2),
+                batch_size=batch_size,
+                loss_args={"temperature": TEMPERATURE},
             )
             seconds = fit_epoch_seconds(student, subset, config, teacher_logits=logits)
             roof = step_roofline(shapes, None, batch_size, torch.float32, sizes.roofline_seconds)
@@ -435,7 +440,9 @@ def epoch_size_table(train: Split, sizes: Sizes, batch_size: int) -> list[dict]:
         logits = torch.randn(n, NUM_CLASSES, generator=torch.Generator().manual_seed(0))
         student = seeded_model(STUDENT_SPEC)
         config = TrainConfig(
-            epochs=min(sizes.epochs, 2), batch_size=batch_size, temperature=TEMPERATURE
+            epochs=min(sizes.epochs, 2),
+            batch_size=batch_size,
+            loss_args={"temperature": TEMPERATURE},
         )
         seconds = fit_epoch_seconds(student, subset, config, teacher_logits=logits)
         rows.append(

@@ -4,9 +4,13 @@ import kdistill._openmp  # noqa: F401  (first: it must run before torch is impor
 from kdistill.data import Dataset, Split, load_dataset
 from kdistill.errors import KDistillError
 from kdistill.losses import (
+    LOSSES,
     DistillationLoss,
+    DistillationObjective,
     distillation_loss,
     ensemble_soft_targets,
+    make_loss,
+    register,
     soft_targets,
 )
 from kdistill.models import build_model
@@ -17,7 +21,9 @@ __version__ = "0.1.0"
 __all__ = [
     "Dataset",
     "DistillationLoss",
+    "DistillationObjective",
     "KDistillError",
+    "LOSSES",
     "Split",
     "TrainConfig",
     "build_model",
@@ -26,5 +32,7 @@ __all__ = [
     "evaluate",
     "fit",
     "load_dataset",
+    "make_loss",
+    "register",
     "soft_targets",
 ]

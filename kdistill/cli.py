@@ -16,7 +16,10 @@ from pathlib import Path
 
 from kdistill.data import DATASET_NAMES
 from kdistill.errors import KDistillError
+from kdistill.losses import LOSSES, parse_loss_args
 from kdistill.train import SCHEDULES, TrainConfig
+
+HINTON_DEFAULTS = {"temperature": 20.0, "alpha": 1.0}  # of `kdistill distill`
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -64,13 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_teacher_model_argument(distill)
     _add_teacher_logits_argument(distill)
-    distill.add_argument("--temperature", "-T", type=float, default=20.0, help="T (default 20)")
-    distill.add_argument(
-        "--alpha",
-        type=float,
-        default=1.0,
-        help="weight of the soft-target term in [0, 1] (default 1: soft targets only)",
-    )
+    _add_loss_arguments(distill)
     distill.add_argument(
         "--drop-classes", type=_int_list, default=[], help="transfer set without these, e.g. 3"
     )
@@ -191,6 +188,44 @@ def _add_teacher_logits_command(commands) -> None:
     logits.set_defaults(handler=_cmd_teacher_logits)
 
 
+def _add_loss_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--loss",
+        dest="loss_name",
+        metavar="NAME",
+        help=f"the loss: {', '.join(LOSSES)} (default hinton)",
+    )
+    parser.add_argument(
+        "--loss-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an argument of the loss, e.g. temperature=4 (repeatable)",
+    )
+    parser.add_argument(
+        "--temperature", "-T", type=float, help="the loss's temperature T (hinton: default 20)"
+    )
+    parser.add_argument(
+        "--alpha",
+        type=float,
+        help="weight of the soft-target term in [0, 1] (hinton: default 1, soft targets only)",
+    )
+
+
+def _loss_settings(args: argparse.Namespace) -> dict:
+    """``--loss``, ``--loss-arg`` and the shorthands ``-T``/``--alpha`` as TrainConfig fields."""
+    name = args.loss_name or "hinton"
+    loss_args = parse_loss_args(args.loss_arg)
+    for key, value in (("temperature", args.temperature), ("alpha", args.alpha)):
+        if value is not None:
+            if loss_args.get(key, value) != value:
+                raise KDistillError(f"--{key} and --loss-arg {key}=... disagree: give one of them")
+            loss_args[key] = value
+    if name == "hinton":
+        loss_args = {**HINTON_DEFAULTS, **loss_args}
+    return {"loss": name, "loss_args": loss_args}
+
+
 def _add_run_arguments(
     parser: argparse.ArgumentParser, default_model: str, resume: bool = True
 ) -> None:
@@ -235,10 +270,10 @@ def _add_run_arguments(
     )
 
 
-def _train_config(args: argparse.Namespace) -> TrainConfig:
+def _train_config(args: argparse.Namespace, **changes) -> TrainConfig:
     names = {f.name for f in fields(TrainConfig)}
     values = {k: v for k, v in vars(args).items() if k in names and v is not None}
-    config = TrainConfig(**values)
+    config = TrainConfig(**values, **changes)
     config.validate()
     return config
 
@@ -274,7 +309,7 @@ def _cmd_distill(args: argparse.Namespace, argv: list[str]) -> int:
         dataset=args.dataset,
         data_dir=args.data_dir,
         teachers=args.teacher,
-        train=_train_config(args),
+        train=_train_config(args, **_loss_settings(args)),
         drop_classes=args.drop_classes,
         keep_classes=args.keep_classes,
         train_fraction=args.fraction,

@@ -31,7 +31,7 @@ def run_demo(out: Path, seed: int = 0, progress: bool = True) -> list[dict]:
         f"student distilled (T={TEMPERATURE:g})": RunSpec(
             model=STUDENT,
             teachers=[str(out / "teacher")],
-            train=replace(settings, temperature=TEMPERATURE, alpha=1.0),
+            train=replace(settings, loss="hinton", loss_args={"temperature": TEMPERATURE}),
         ),
     }
     rows, histories = [], {}

@@ -17,7 +17,7 @@ import platform
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,12 @@ from kdistill.checkpoint import (
     atomic_write_text,
     has_checkpoint,
     save_safetensors,
+)
+from kdistill.compat import (
+    RUN_DERIVED,
+    config_differences,
+    current_run_config,
+    describe_differences,
 )
 from kdistill.data import (
     Dataset,
@@ -73,9 +79,9 @@ class RunSpec:
 
     @classmethod
     def from_dict(cls, data: dict) -> RunSpec:
-        """Rebuild a spec from its ``config.json`` form."""
-        data = dict(data)
-        data["train"] = TrainConfig(**data.get("train", {}))
+        """Rebuild a spec from its ``config.json`` form, as saved by any kdistill version."""
+        data = {k: v for k, v in current_run_config(data).items() if k not in RUN_DERIVED}
+        data["train"] = TrainConfig(**data["train"])
         return cls(**data)
 
 
@@ -120,10 +126,12 @@ def execute(
     if spec.teacher_logits is not None and not isinstance(teacher_logits, TeacherLogitsFile):
         teacher_logits = open_teacher_logits(spec, dataset)
 
+    # config.json and the checkpoints name the loss and all its arguments
+    distills = bool(teachers) or spec.teacher_logits is not None
+    spec = replace(spec, train=spec.train.with_loss(spec.train.make_loss(distills)))
     torch.manual_seed(spec.train.seed)  # the student's initial weights
     model = build_model(spec.model, dataset.input_shape, dataset.num_classes)
 
-    distills = bool(teachers) or spec.teacher_logits is not None
     config = {"kind": "distill" if distills else "train", **asdict(spec)}
     config.update(input_shape=list(dataset.input_shape), num_classes=dataset.num_classes)
     if isinstance(teacher_logits, TeacherLogitsFile):  # resume refuses another file
@@ -184,10 +192,11 @@ def _start_folder(out: Path, config: dict, resume: bool, seed: int, argv: list[s
         atomic_write_json(out / "config.json", config)
     elif (out / "config.json").is_file():
         saved = json.loads((out / "config.json").read_text())
-        if saved != json.loads(json.dumps(config)):
+        differences = config_differences(saved, config)  # a config from any kdistill version
+        if differences:
             raise KDistillError(
-                f"{out} holds a run with another config; resume with the same command, "
-                "or choose a new --out"
+                f"{out} holds a run with another config ({describe_differences(differences)}); "
+                "resume with the same command, or choose a new --out"
             )
     atomic_write_json(out / "meta.json", environment(seed, argv))
 

@@ -1,12 +1,13 @@
 """Sweeps: one student distilled for every (temperature, alpha, seed) cell of a grid.
 
-A sweep is data (:class:`Sweep`: a base :class:`~kdistill.runs.RunSpec` and the grid); each cell
-is an ordinary run folder made by :func:`~kdistill.runs.execute`, so the one training loop does
-all the work. The teacher's logits depend on neither T nor alpha, so they are computed once per
-transfer set and shared by every cell (or read once from a teacher-logits file). A sweep is
-resumable: finished cells are read back, a cell killed mid-run continues from its last
-checkpoint. It writes ``sweep.csv`` (one row per cell and seed) and ``heatmap.png`` (mean test
-errors over seeds, best cell marked).
+A sweep is data (:class:`Sweep`: a base :class:`~kdistill.runs.RunSpec` and the grid of the
+``"hinton"`` loss's temperature and alpha); each cell is an ordinary run folder made by
+:func:`~kdistill.runs.execute`, so the one training loop does all the work. The loop works from
+the teacher's raw logits, which depend on neither T nor alpha: they are computed once per
+transfer set (or read once from a teacher-logits file) and every cell trains from that one
+cache. A sweep is resumable: finished cells are read back, a cell killed mid-run continues from
+its last checkpoint. It writes ``sweep.csv`` (one row per cell and seed) and ``heatmap.png``
+(mean test errors over seeds, best cell marked).
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from pathlib import Path
 import torch
 
 from kdistill.checkpoint import atomic_write_json, atomic_write_text, has_checkpoint
+from kdistill.compat import config_differences, describe_differences
 from kdistill.errors import KDistillError
-from kdistill.losses import check_alpha, check_temperature
+from kdistill.losses import make_loss
 from kdistill.runs import (
     RunSpec,
     cached_dataset,
@@ -36,6 +38,7 @@ from kdistill.runs import (
 )
 from kdistill.train import predict_logits, resolve_device
 
+SWEPT_LOSS = "hinton"  # the loss whose temperature and alpha a sweep varies
 CSV_COLUMNS = (
     "temperature", "alpha", "seed", "test_errors", "test_examples", "test_accuracy",
     "test_loss", "epochs_run", "train_seconds", "run",
@@ -46,7 +49,9 @@ CSV_COLUMNS = (
 class Sweep:
     """A grid of distillation runs: ``base`` with every T, alpha and ``seeds`` seeds.
 
-    The seeds are ``base.train.seed``, ``+1``, ... ``+ seeds - 1``.
+    The base's loss is ``"hinton"`` (or unnamed, which means it); each cell sets its
+    ``temperature`` and ``alpha``. The seeds are ``base.train.seed``, ``+1``, ...
+    ``+ seeds - 1``.
     """
 
     base: RunSpec
@@ -62,10 +67,15 @@ class Sweep:
             raise KDistillError("the alpha grid is empty: give e.g. --alpha 0.1,0.5,0.9")
         if self.seeds < 1:
             raise KDistillError(f"--seeds must be >= 1, got {self.seeds}")
-        for t in self.temperatures:
-            check_temperature(t)
+        if self.base.train.loss not in (None, SWEPT_LOSS):
+            raise KDistillError(
+                f"a sweep varies the {SWEPT_LOSS!r} loss's temperature and alpha; the base "
+                f"run's loss is {self.base.train.loss!r}"
+            )
+        for t in self.temperatures:  # the loss checks its arguments
+            make_loss(SWEPT_LOSS, **{**self.base.train.loss_args, "temperature": t})
         for a in self.alphas:
-            check_alpha(a)
+            make_loss(SWEPT_LOSS, **{**self.base.train.loss_args, "alpha": a})
         if len(set(self.temperatures)) != len(self.temperatures):
             raise KDistillError(f"repeated temperature in the grid {self.temperatures}")
         if len(set(self.alphas)) != len(self.alphas):
@@ -89,9 +99,8 @@ class Sweep:
             for a in self.alphas:
                 for i in range(self.seeds):
                     seed = self.base.train.seed + i
-                    train = replace(
-                        self.base.train, temperature=float(t), alpha=float(a), seed=seed
-                    )
+                    args = {**self.base.train.loss_args, "temperature": float(t), "alpha": float(a)}
+                    train = replace(self.base.train, loss=SWEPT_LOSS, loss_args=args, seed=seed)
                     cells.append((cell_name(t, a, seed), replace(self.base, train=train)))
         return cells
 
@@ -161,10 +170,7 @@ def run_sweep(
 def _can_share_logits(spec: RunSpec) -> bool:
     """Shared logits equal what fit would compute itself only without jitter or a val split."""
     train = spec.train
-    return (
-        train.jitter == 0 and train.val_fraction == 0 and train.cache_teacher_logits
-        and train.alpha > 0
-    )  # fmt: skip
+    return train.jitter == 0 and train.val_fraction == 0 and train.cache_teacher_logits
 
 
 def _teacher_logits(spec: RunSpec, dataset) -> torch.Tensor:
@@ -184,16 +190,13 @@ def _teacher_logits(spec: RunSpec, dataset) -> torch.Tensor:
 
 def _check_same_run(folder: Path, spec: RunSpec) -> None:
     saved = json.loads((folder / "config.json").read_text())
-    for key in ("kind", "input_shape", "num_classes", *_FILE_RECORD):
-        saved.pop(key, None)
-    if saved != _jsonable(spec):
+    differences = config_differences(saved, _jsonable(spec))  # a config from any version
+    if differences:
         raise KDistillError(
-            f"{folder} holds a finished run with other settings; keep the sweep's settings "
-            "to continue it, or choose a new --out"
+            f"{folder} holds a finished run with other settings "
+            f"({describe_differences(differences)}); keep the sweep's settings to continue it, "
+            "or choose a new --out"
         )
-
-
-_FILE_RECORD = ("teacher_logits_sha256", "teacher_logits_teachers_sha256")  # checked apart
 
 
 def _jsonable(obj) -> dict:
@@ -203,8 +206,8 @@ def _jsonable(obj) -> dict:
 def _row(name: str, spec: RunSpec, metrics: dict) -> dict:
     test = metrics["test"]
     return {
-        "temperature": spec.train.temperature,
-        "alpha": spec.train.alpha,
+        "temperature": spec.train.loss_args["temperature"],
+        "alpha": spec.train.loss_args["alpha"],
         "seed": spec.train.seed,
         "test_errors": test["errors"],
         "test_examples": test["examples"],

@@ -345,7 +345,10 @@ def log_soft_target_table(
     from kdistill.losses import log_soft_targets
 
     table = raw_logit_table(logits_file, positions, max_shift, device)  # (M, V, n, C)
-    return log_soft_targets(list(table) if logits_file.ensemble else table[0], temperature)
+    m, v, n, c = table.shape
+    flat = table.reshape(m, v * n, c)  # 2-D per member: one teacher is never read as M views
+    log_probs = log_soft_targets(list(flat) if logits_file.ensemble else flat[0], temperature)
+    return log_probs.reshape(v, n, c)
 
 
 def read_teacher_logits(

@@ -2,10 +2,12 @@
 
 ``fit`` trains any ``nn.Module`` on an in-memory :class:`~kdistill.data.Split` (the fast path) or
 on a ``torch.utils.data.Dataset`` / ``DataLoader`` (for data that does not fit in memory or has
-its own transforms). Given a teacher (one model or a list of models, an ensemble) it minimises
-the distillation loss; without one, plain cross-entropy. When the transfer set is not augmented
-the teacher's logits are computed once and reused every epoch, which gives the same loss as
-running the teacher online.
+its own transforms). It names no loss: it calls the loss object the config names (or the one
+given as ``loss=``), a :class:`~kdistill.losses.DistillationObjective`, with the teacher's raw
+logits, sums the terms it returns and logs each. Given a teacher (one model or a list of models,
+an ensemble) and a transfer set that is not augmented, the teacher's logits are computed once
+and reused every epoch (one cache serves every loss and every temperature), which gives the same
+loss as running the teacher online.
 With a checkpoint folder it saves every epoch and can resume bit for bit.
 """
 
@@ -15,8 +17,9 @@ import copy
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +28,7 @@ from tqdm.auto import tqdm
 
 from kdistill import distributed
 from kdistill.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from kdistill.compat import config_differences, current_train_config, describe_differences
 from kdistill.data import (
     Split,
     as_batches,
@@ -36,14 +40,17 @@ from kdistill.data import (
 )
 from kdistill.errors import KDistillError
 from kdistill.losses import (
-    check_alpha,
+    DistillationObjective,
+    check_ensemble_support,
     check_labels,
-    check_temperature,
-    distillation_loss_unchecked,
+    default_loss,
     log_soft_targets,
+    make_loss,
+    sum_terms,
 )
+from kdistill.losses.registry import DISTILLATION_DEFAULT
 from kdistill.models import max_norm_
-from kdistill.teacher_logits import TeacherLogitsFile, log_soft_target_table
+from kdistill.teacher_logits import TeacherLogitsFile, raw_logit_table
 
 Teacher = nn.Module | Sequence[nn.Module]
 Data = Split | torch.utils.data.Dataset | torch.utils.data.DataLoader
@@ -56,8 +63,11 @@ SCHEDULES = ("cosine", "constant", "linear", "exponential")
 class TrainConfig:
     """Everything that decides how a model is trained; saved with every run.
 
-    ``temperature`` and ``alpha`` apply only when a teacher is given. ``alpha`` is the weight
-    of the soft-target term (1 = soft targets only, as in the paper's MNIST students).
+    ``loss`` names a registered loss (:data:`kdistill.losses.LOSSES`) and ``loss_args`` its
+    arguments, e.g. ``loss="hinton", loss_args={"temperature": 20.0, "alpha": 0.9}`` (alpha
+    is the weight of the soft-target term; 1 = soft targets only, as in the paper's MNIST
+    students). ``loss=None`` means ``"hinton"`` with a teacher and ``"cross-entropy"``
+    without; a run records the loss it used, with every argument.
     """
 
     epochs: int = 10
@@ -71,8 +81,8 @@ class TrainConfig:
     max_norm: float | None = None  # max L2 norm of each unit's incoming weights
     grad_clip: float | None = None  # max L2 norm of the whole gradient, per step
     jitter: int = 0  # translate inputs by up to this many pixels
-    temperature: float = 1.0
-    alpha: float = 1.0
+    loss: str | None = None  # registered loss name; None: "hinton" / "cross-entropy" (no teacher)
+    loss_args: dict[str, Any] = field(default_factory=dict)  # e.g. {"temperature": 20.0}
     val_fraction: float = 0.0  # stratified hold-out from the training split
     patience: int | None = None  # early stopping: epochs without a better validation error
     seed: int = 0
@@ -82,7 +92,7 @@ class TrainConfig:
     device: str = "auto"
 
     def validate(self) -> None:
-        """Raise a clear error on a setting that cannot work."""
+        """Raise a clear error on a setting that cannot work (the loss checks its own)."""
         if self.epochs < 1:
             raise KDistillError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
@@ -109,8 +119,26 @@ class TrainConfig:
             raise KDistillError(
                 "early stopping (patience) needs a validation split: set val_fraction"
             )
-        check_temperature(self.temperature)
-        check_alpha(self.alpha)
+        if self.loss is not None or self.loss_args:  # arguments without a name: the default's
+            make_loss(self.loss or DISTILLATION_DEFAULT, **self.loss_args)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, distilling: bool) -> TrainConfig:
+        """A config saved by any kdistill version (see :mod:`kdistill.compat`)."""
+        return cls(**current_train_config(data, distilling=distilling))
+
+    def make_loss(self, distilling: bool) -> DistillationObjective:
+        """The loss object this config names (the default one for ``distilling`` if none)."""
+        if self.loss is None and self.loss_args and not distilling:
+            raise KDistillError(
+                f"loss_args {self.loss_args} but no teacher: hard labels (the "
+                f"{default_loss(False)!r} loss) take no arguments; give a teacher, or no loss_args"
+            )
+        return make_loss(self.loss or default_loss(distilling), **self.loss_args)
+
+    def with_loss(self, loss: DistillationObjective) -> TrainConfig:
+        """This config naming ``loss`` and all its arguments, as runs record it."""
+        return replace(self, loss=loss.name, loss_args=loss.arguments())
 
 
 @dataclass
@@ -200,6 +228,7 @@ def fit(
     *,
     teacher: Teacher | None = None,
     teacher_logits: Tensor | TeacherLogitsFile | None = None,
+    loss: DistillationObjective | None = None,
     test: Split | None = None,
     val: Split | None = None,
     checkpoint_dir: str | Path | None = None,
@@ -215,13 +244,15 @@ def fit(
             memory, fastest), a torch ``Dataset`` of ``(input, label)`` (batched and shuffled
             by kdistill; teacher logits cached by example index unless it augments randomly)
             or a ``DataLoader`` (used as it is; the teacher runs online).
-        config: optimisation and distillation settings.
+        config: optimisation settings and the loss (``config.loss``, ``config.loss_args``).
         teacher: a trained model or a list of them (an ensemble); frozen, run in eval mode.
         teacher_logits: precomputed teacher logits for ``train``, ``(N, C)`` or ``(M, N, C)``
             in example order (e.g. shared by every cell of a sweep); computed here when
             caching applies. Or a :class:`~kdistill.teacher_logits.TeacherLogitsFile` (then no
             teacher is needed): looked up by each example's canonical index
             (``train.example_ids``) and, with jitter, by each example's shift.
+        loss: a loss object to use instead of the one the config names (then the config
+            names none); checkpoints record its name and ``arguments()``.
         test: scored after every epoch (reported only; never used to choose anything).
         val: held-out split for early stopping; if None and ``config.val_fraction`` > 0 it is
             split off ``train`` (stratified, seeded).
@@ -231,141 +262,32 @@ def fit(
         on_epoch: called after each epoch with the history so far.
 
     Returns:
-        The history and, with early stopping, the best epoch (whose weights ``model`` holds).
+        The history (``train_loss`` and, per term of the loss, e.g. ``train_soft``, its epoch
+        mean) and, with early stopping, the best epoch (whose weights ``model`` holds).
 
     Under torchrun (an initialised process group) it trains data-parallel with DDP:
     ``config.batch_size`` is per rank, every rank returns the same history, and only rank 0
     writes checkpoints and shows progress (see :mod:`kdistill.distributed`).
     """
     config.validate()
-    ctx = distributed.context()
-    device = resolve_device(config.device)
     members = as_members(teacher)
     distilling = bool(members) or teacher_logits is not None
-    stream = None if isinstance(train, Split) else as_batches(train, config.batch_size)
-    if stream is not None and ctx.distributed:
-        raise KDistillError(
-            "data-parallel training under torchrun takes an in-memory Split; a Dataset or "
-            "DataLoader would need a DistributedSampler, which kdistill does not set up"
-        )
-    probe = train.images[:1] if stream is None else stream.first_input()
-    num_classes = _check_models(model, members, probe, device)
-    if val is None and config.val_fraction > 0:
-        if stream is not None:
-            raise KDistillError("val_fraction needs an in-memory Split; pass val= for a Dataset")
-        train, val = train_val_split(train, config.val_fraction, config.seed)
-    if stream is None:
-        check_labels(train.labels, num_classes)
-    if teacher_logits is not None and stream is not None and not stream.indexed:
-        raise KDistillError(
-            "teacher_logits are looked up by example index: pass the Dataset itself, not a "
-            "DataLoader (whose batches carry no indices)"
-        )
-
-    torch.manual_seed(config.seed)
-    model.to(device)
-    for member in members:
-        member.to(device).eval().requires_grad_(False)
-    data_gen = torch.Generator(device=device).manual_seed(config.seed)
-    train_images = train_labels = None
-    if stream is None:
-        train_images, train_labels = train.images.to(device), train.labels.to(device)
-    soft_log_probs = None  # the teacher's cached soft targets (log): (N, C), or (V, N, C)
-    if isinstance(teacher_logits, TeacherLogitsFile):
-        soft_log_probs = _file_soft_targets(teacher_logits, train, stream, config, num_classes)
-    elif distilling:
-        soft_log_probs = _cached_soft_targets(
-            teacher, train_images, stream, teacher_logits, config, num_classes, device
-        )
-
-    optimizer = _make_optimizer(model, config)
-    global_batch = config.batch_size * ctx.world_size
-    steps_per_epoch = math.ceil(len(train) / global_batch) if stream is None else stream.steps
-    scheduler = _make_scheduler(optimizer, config, steps_per_epoch * config.epochs)
-
+    objective, config = _loss_and_config(config, loss, distilling)
+    run = _prepare(model, train, config, objective, teacher, teacher_logits, val)
     result, loop = FitResult(), _Loop()
     if resume:
-        loop = _restore(
-            checkpoint_dir, config, device, model, optimizer, scheduler, data_gen, result
-        )
+        loop = _restore(checkpoint_dir, run, result)
     elif checkpoint_dir is not None and distributed.on_main(lambda: has_checkpoint(checkpoint_dir)):
         raise KDistillError(
             f"{checkpoint_dir} already holds a checkpoint: pass --resume to continue it, "
             "or choose a new --out"
         )
-
-    bar = tqdm(
-        total=steps_per_epoch * config.epochs,
-        initial=steps_per_epoch * loop.epoch,
-        disable=not (progress and ctx.is_main),
-        desc="distill" if distilling else "train",
-        unit="step",
-        leave=False,
-        dynamic_ncols=True,
-    )
+    bar = _progress_bar(run, loop.epoch, progress)
     started = time.perf_counter()
-    step_losses = torch.zeros(steps_per_epoch, device=device)
-    net = distributed.wrap(model, device)  # DDP averages gradients across ranks
+    run.net = distributed.wrap(model, run.device)  # DDP averages gradients across ranks
     for epoch in range(loop.epoch, config.epochs):
-        model.train()
-        epoch_start = time.perf_counter()
-        if ctx.distributed:  # each rank its own dropout masks, reproducible on resume
-            torch.manual_seed(distributed.rank_seed(config.seed, epoch, ctx.rank))
-        batches = (
-            _split_batches(train_images, train_labels, global_batch, data_gen, config.jitter, ctx)
-            if stream is None
-            else _jittered(
-                _device_batches(stream.epoch(data_gen), device, num_classes),
-                config.jitter,
-                data_gen,
-            )
-        )
-        for step, (index, x, y, shifts, share) in enumerate(batches):
-            with _autocast(device, config.bf16):
-                logits = net(x).float()
-            if not distilling:
-                loss = F.cross_entropy(logits, y)
-            else:
-                teacher_log_probs = (
-                    _look_up(soft_log_probs, index, shifts, config.jitter)
-                    if soft_log_probs is not None
-                    else _online_soft_targets(members, x, config, device)
-                )
-                loss = distillation_loss_unchecked(
-                    logits,
-                    None,
-                    y,
-                    temperature=config.temperature,
-                    alpha=config.alpha,
-                    teacher_log_probs=teacher_log_probs,
-                )
-            if ctx.distributed:  # this shard's weight in the global batch's mean loss
-                # an empty shard (fewer examples left than ranks) still joins the all-reduce
-                loss = loss * share if len(index) else 0 * logits.sum()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip is not None:  # no host sync: the norm stays on the device
-                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip, foreach=True)
-            optimizer.step()
-            scheduler.step()
-            if config.max_norm is not None:
-                max_norm_(model, config.max_norm)
-            step_losses[step] = loss.detach()
-            if step % 100 == 99:  # one device sync per 100 steps
-                _check_finite(step_losses[: step + 1], epoch, steps_per_epoch)
-            bar.update()
-        _check_finite(step_losses, epoch, steps_per_epoch)
-        epoch_losses = step_losses
-        if ctx.distributed:  # sum of the ranks' weighted shard losses / W = global batch loss
-            epoch_losses = distributed.all_reduce_sum(step_losses) / ctx.world_size
-
-        row = {
-            "epoch": epoch + 1,
-            "lr": optimizer.param_groups[0]["lr"],
-            "train_loss": float(epoch_losses.mean()),
-            "seconds": round(time.perf_counter() - epoch_start, 3),
-        }
-        for name, split in (("val", val), ("test", test)):
+        row = _train_epoch(run, epoch, bar)
+        for name, split in (("val", run.val), ("test", test)):
             if split is not None:
                 scored = distributed.evaluate(model, split, config.eval_batch_size)
                 row[f"{name}_errors"], row[f"{name}_loss"] = scored["errors"], scored["loss"]
@@ -373,18 +295,10 @@ def fit(
         bar.set_postfix(
             {k: row[k] for k in ("train_loss", "val_errors", "test_errors") if k in row}
         )
-
-        loop.epoch, stop = epoch + 1, False
-        if val is not None:
-            if row["val_errors"] < loop.best_val:
-                loop.best_val, loop.bad_epochs, result.best_epoch = row["val_errors"], 0, epoch + 1
-                loop.best_state = copy.deepcopy(model.state_dict())
-            else:
-                loop.bad_epochs += 1
-                stop = config.patience is not None and loop.bad_epochs >= config.patience
-        if checkpoint_dir is not None and ctx.is_main:
-            state = _checkpoint_state(config, loop, result, model, optimizer, scheduler, data_gen)
-            save_checkpoint(checkpoint_dir, state, epoch + 1)
+        loop.epoch = epoch + 1
+        stop = _early_stopping(loop, row, result, model, config)
+        if checkpoint_dir is not None and run.ctx.is_main:
+            save_checkpoint(checkpoint_dir, _checkpoint_state(run, loop, result), epoch + 1)
         if on_epoch is not None:
             on_epoch(result.history)
         if stop:
@@ -407,21 +321,249 @@ class _Loop:
     best_state: dict | None = None  # weights at the best validation error
 
 
-def _cached_soft_targets(
-    teacher: Teacher,
+@dataclass
+class _Run:
+    """What every epoch of one ``fit`` works with, set up once by :func:`_prepare`."""
+
+    config: TrainConfig
+    ctx: distributed.Context
+    device: torch.device
+    model: nn.Module
+    objective: DistillationObjective
+    members: list[nn.Module]  # the teacher's models ([] without a teacher)
+    distilling: bool
+    stream: Any  # batches of a Dataset/DataLoader, or None for an in-memory Split
+    train_images: Tensor | None
+    train_labels: Tensor | None
+    teacher_cache: Tensor | None  # raw teacher logits of every example, (N, C) or (M, N, C)
+    val: Split | None
+    num_classes: int
+    data_gen: torch.Generator
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    steps_per_epoch: int
+    global_batch: int
+    net: nn.Module | None = None  # the model as trained (DDP-wrapped under torchrun)
+    teacher_views: bool = False  # cache from a teacher-logits file: (V, N, C) or (M, V, N, C)
+
+
+def _loss_and_config(
+    config: TrainConfig, loss: DistillationObjective | None, distilling: bool
+) -> tuple[DistillationObjective, TrainConfig]:
+    """The loss object, and the config naming it with all its arguments (what is saved)."""
+    if loss is None:
+        objective = config.make_loss(distilling)
+    elif not isinstance(loss, DistillationObjective):
+        raise KDistillError(
+            "loss= takes a kdistill.losses.DistillationObjective, e.g. "
+            f"make_loss('hinton', temperature=4.0); got {type(loss).__name__}"
+        )
+    elif config.loss is not None or config.loss_args:
+        raise KDistillError("give the loss as loss= or in the config (loss, loss_args), not both")
+    else:
+        objective = loss
+    return objective, config.with_loss(objective)
+
+
+def _prepare(
+    model: nn.Module,
+    train: Data,
+    config: TrainConfig,
+    objective: DistillationObjective,
+    teacher: Teacher | None,
+    teacher_logits: Tensor | TeacherLogitsFile | None,
+    val: Split | None,
+) -> _Run:
+    """Check the models and data, seed, and build the cache, optimizer and schedule."""
+    ctx, device, members = distributed.context(), resolve_device(config.device), as_members(teacher)
+    stream = None if isinstance(train, Split) else as_batches(train, config.batch_size)
+    if stream is not None and ctx.distributed:
+        raise KDistillError(
+            "data-parallel training under torchrun takes an in-memory Split; a Dataset or "
+            "DataLoader would need a DistributedSampler, which kdistill does not set up"
+        )
+    probe = train.images[:1] if stream is None else stream.first_input()
+    num_classes = _check_models(model, members, probe, device)
+    objective.to(device)
+    if not members and teacher_logits is None:  # a loss that needs a teacher says so now
+        _try_loss(objective, model, probe.to(device))
+    check_ensemble_support(objective, len(members))
+    if val is None and config.val_fraction > 0:
+        if stream is not None:
+            raise KDistillError("val_fraction needs an in-memory Split; pass val= for a Dataset")
+        train, val = train_val_split(train, config.val_fraction, config.seed)
+    if stream is None:
+        check_labels(train.labels, num_classes)
+    if teacher_logits is not None and stream is not None and not stream.indexed:
+        raise KDistillError(
+            "teacher_logits are looked up by example index: pass the Dataset itself, not a "
+            "DataLoader (whose batches carry no indices)"
+        )
+
+    torch.manual_seed(config.seed)
+    model.to(device)
+    for member in members:
+        member.to(device).eval().requires_grad_(False)
+    data_gen = torch.Generator(device=device).manual_seed(config.seed)
+    train_images = train_labels = cache = None
+    if stream is None:
+        train_images, train_labels = train.images.to(device), train.labels.to(device)
+    views = isinstance(teacher_logits, TeacherLogitsFile)
+    if views:
+        cache = _file_cache(teacher_logits, train, stream, config, num_classes)
+        if teacher_logits.ensemble:
+            check_ensemble_support(objective, cache.shape[0])
+    elif members or teacher_logits is not None:
+        cache = _teacher_cache(teacher, train_images, stream, teacher_logits, config, num_classes)
+        if cache is not None and cache.dim() == 3:
+            check_ensemble_support(objective, cache.shape[0])
+
+    optimizer = _make_optimizer(model, config)
+    global_batch = config.batch_size * ctx.world_size
+    steps_per_epoch = math.ceil(len(train) / global_batch) if stream is None else stream.steps
+    scheduler = _make_scheduler(optimizer, config, steps_per_epoch * config.epochs)
+    return _Run(
+        config=config, ctx=ctx, device=device, model=model, objective=objective, members=members,
+        distilling=bool(members) or teacher_logits is not None, stream=stream,
+        train_images=train_images, train_labels=train_labels, teacher_cache=cache, val=val,
+        num_classes=num_classes, data_gen=data_gen, optimizer=optimizer, scheduler=scheduler,
+        steps_per_epoch=steps_per_epoch, global_batch=global_batch, teacher_views=views,
+    )  # fmt: skip
+
+
+def _train_epoch(run: _Run, epoch: int, bar: tqdm) -> dict:
+    """One epoch of steps; its history row: lr, mean loss, each term's mean, seconds."""
+    config, ctx = run.config, run.ctx
+    run.model.train()
+    run.objective.on_epoch(epoch, config.epochs)
+    epoch_start = time.perf_counter()
+    if ctx.distributed:  # each rank its own dropout masks, reproducible on resume
+        torch.manual_seed(distributed.rank_seed(config.seed, epoch, ctx.rank))
+    step_losses = torch.zeros(run.steps_per_epoch, device=run.device)
+    step_terms: dict[str, Tensor] = {}  # a term a step leaves out counts as 0 there
+    for step, (index, x, y, shifts, share) in enumerate(_epoch_batches(run)):
+        loss, terms = _train_step(run, index, x, y, shifts, share)
+        step_losses[step] = loss
+        for name, value in terms.items():
+            if name not in step_terms:
+                step_terms[name] = torch.zeros(run.steps_per_epoch, device=run.device)
+            step_terms[name][step] = value
+        if step % 100 == 99:  # one device sync per 100 steps
+            _check_finite(step_losses[: step + 1], epoch, run.steps_per_epoch)
+        bar.update()
+    _check_finite(step_losses, epoch, run.steps_per_epoch)
+    per_step = [step_losses, *step_terms.values()]
+    if ctx.distributed:  # sum of the ranks' weighted shard losses / W = global batch loss
+        per_step = list(distributed.all_reduce_sum(torch.stack(per_step)) / ctx.world_size)
+    means = [float(losses.mean()) for losses in per_step]
+    return {
+        "epoch": epoch + 1,
+        "lr": run.optimizer.param_groups[0]["lr"],
+        "train_loss": means[0],
+        **{f"train_{name}": mean for name, mean in zip(step_terms, means[1:], strict=True)},
+        "seconds": round(time.perf_counter() - epoch_start, 3),
+    }
+
+
+def _progress_bar(run: _Run, epochs_done: int, progress: bool) -> tqdm:
+    """The step progress bar (rank 0 only), advanced past the epochs a resumed run has done."""
+    return tqdm(
+        total=run.steps_per_epoch * run.config.epochs,
+        initial=run.steps_per_epoch * epochs_done,
+        disable=not (progress and run.ctx.is_main),
+        desc="distill" if run.distilling else "train",
+        unit="step",
+        leave=False,
+        dynamic_ncols=True,
+    )
+
+
+def _epoch_batches(
+    run: _Run,
+) -> Iterator[tuple[Tensor | None, Tensor, Tensor, Tensor | None, float]]:
+    """This rank's ``(index, x, y, shifts, share)`` batches of one shuffled (and jittered)
+    epoch; ``shifts`` ``(B, 2)`` are each example's jitter shift (None without jitter)."""
+    config = run.config
+    if run.stream is None:
+        return _split_batches(
+            run.train_images, run.train_labels, run.global_batch, run.data_gen, config.jitter,
+            run.ctx,
+        )  # fmt: skip
+    batches = _device_batches(run.stream.epoch(run.data_gen), run.device, run.num_classes)
+    return _jittered(batches, config.jitter, run.data_gen)
+
+
+def _train_step(
+    run: _Run, index: Tensor | None, x: Tensor, y: Tensor, shifts: Tensor | None, share: float
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """One optimizer step; returns the (detached) loss and its terms."""
+    config = run.config
+    with _autocast(run.device, config.bf16):
+        logits = run.net(x).float()
+    terms = run.objective(logits, _batch_teacher_logits(run, index, x, shifts), y)
+    loss = sum_terms(terms)
+    if run.ctx.distributed:  # this shard's weight in the global batch's mean loss
+        if len(index):
+            loss, terms = loss * share, {k: v * share for k, v in terms.items()}
+        else:  # an empty shard (fewer examples left than ranks) still joins the all-reduce
+            loss, terms = 0 * logits.sum(), {k: torch.zeros_like(v) for k, v in terms.items()}
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if config.grad_clip is not None:  # no host sync: the norm stays on the device
+        nn.utils.clip_grad_norm_(run.model.parameters(), config.grad_clip, foreach=True)
+    run.optimizer.step()
+    run.scheduler.step()
+    if config.max_norm is not None:
+        max_norm_(run.model, config.max_norm)
+    return loss.detach(), {k: v.detach() for k, v in terms.items()}
+
+
+def _batch_teacher_logits(
+    run: _Run, index: Tensor | None, x: Tensor, shifts: Tensor | None
+) -> Tensor | None:
+    """The teacher's raw logits of a batch: cached (from a file: each example's view of its
+    shift), or computed online; None without one."""
+    if not run.distilling:
+        return None
+    cache = run.teacher_cache
+    if cache is None:
+        return _online_teacher_logits(run.members, x, run.device, run.config.bf16)
+    if run.teacher_views:  # (V, N, C) or (M, V, N, C): view of each shift, then example
+        views = 0 if shifts is None else view_index(shifts, run.config.jitter)
+        return cache[views, index] if cache.dim() == 3 else cache[:, views, index]
+    return cache[index] if cache.dim() == 2 else cache.index_select(1, index)
+
+
+def _early_stopping(
+    loop: _Loop, row: dict, result: FitResult, model: nn.Module, config: TrainConfig
+) -> bool:
+    """Track the best validation epoch (and its weights); whether patience has run out."""
+    if "val_errors" not in row:
+        return False
+    if row["val_errors"] < loop.best_val:
+        loop.best_val, loop.bad_epochs, result.best_epoch = row["val_errors"], 0, row["epoch"]
+        loop.best_state = copy.deepcopy(model.state_dict())
+        return False
+    loop.bad_epochs += 1
+    return config.patience is not None and loop.bad_epochs >= config.patience
+
+
+def _teacher_cache(
+    teacher: Teacher | None,
     train_images: Tensor | None,
     stream,
     teacher_logits: Tensor | None,
     config: TrainConfig,
     num_classes: int,
-    device: torch.device,
 ) -> Tensor | None:
-    """The teacher's log soft targets for every transfer example, or None to run it online.
+    """The teacher's raw logits for every transfer example, or None to run it online.
 
-    Cached when the transfer set is the same every epoch (no jitter, no random transforms) and
-    batches carry example indices; ``teacher_logits`` given by the caller are always used.
+    ``(N, C)``, or ``(M, N, C)`` for an ensemble of M > 1 members: the same cache serves every
+    loss and every temperature. Cached when the transfer set is the same every epoch (no jitter,
+    no random transforms) and batches carry example indices; ``teacher_logits`` given by the
+    caller are always used.
     """
-    if config.alpha == 0 or (config.jitter and teacher_logits is None):
+    if config.jitter and teacher_logits is None:
         return None
     if stream is not None and not stream.indexed:
         return None
@@ -440,23 +582,23 @@ def _cached_soft_targets(
             teacher_logits = batches[0]
     if teacher_logits is None:
         return None
-    source = teacher_logits.to(device)
-    soft_log_probs = log_soft_targets(
-        list(source) if source.dim() == 3 else source, config.temperature
-    ).clone()  # a normal tensor, usable outside inference mode
-    if soft_log_probs.shape != (size, num_classes):
+    cache = teacher_logits.to(resolve_device(config.device))
+    if cache.dim() == 3 and cache.shape[0] == 1:  # an ensemble of one is one teacher
+        cache = cache[0]
+    if cache.dim() not in (2, 3) or tuple(cache.shape[-2:]) != (size, num_classes):
         raise KDistillError(
-            f"teacher logits have shape {tuple(source.shape)}, expected "
-            f"({size}, {num_classes}) for this transfer set"
+            f"teacher logits have shape {tuple(teacher_logits.shape)}, expected "
+            f"({size}, {num_classes}) (or (members, {size}, {num_classes})) for this transfer set"
         )
-    return soft_log_probs
+    return cache.clone()  # a normal tensor, usable outside inference mode
 
 
-def _file_soft_targets(
-    logits_file: TeacherLogitsFile, train: Split | None, stream, config: TrainConfig, classes: int
+def _file_cache(
+    logits_file: TeacherLogitsFile, train: Data, stream, config: TrainConfig, classes: int
 ) -> Tensor:
-    """Log soft targets at T of every transfer example under every shift the run can draw,
-    ``(V, N, C)``, from a teacher-logits file: row ``view_index(shifts, config.jitter)``."""
+    """The raw logits of every transfer example under every shift the run can draw, from a
+    teacher-logits file: ``(V, N, C)``, or ``(M, V, N, C)`` for an ensemble; view
+    ``view_index(shifts, config.jitter)``. Examples are looked up by canonical index."""
     logits_file.check_run(config.jitter, classes)
     if stream is not None and not stream.indexed:
         raise KDistillError(
@@ -468,65 +610,40 @@ def _file_soft_targets(
     else:  # a Dataset: its own indices
         positions = logits_file.positions(torch.arange(len(stream)))
     device = resolve_device(config.device)
-    table = log_soft_target_table(logits_file, positions, config.jitter, config.temperature, device)
-    return table.clone()  # a normal tensor, usable outside inference mode
+    table = raw_logit_table(logits_file, positions, config.jitter, device)  # (M, V, N, C)
+    return table if logits_file.ensemble else table[0]
 
 
-def _look_up(
-    soft_log_probs: Tensor, index: Tensor, shifts: Tensor | None, max_shift: int
-) -> Tensor:
-    """The cached soft targets of a batch: by example, and by its shifts for a per-view table."""
-    if soft_log_probs.dim() == 2:
-        return soft_log_probs[index]
-    if shifts is None:
-        return soft_log_probs[0, index]
-    return soft_log_probs[view_index(shifts, max_shift), index]
-
-
-def _checkpoint_state(
-    config: TrainConfig,
-    loop: _Loop,
-    result: FitResult,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    data_gen: torch.Generator,
-) -> dict:
+def _checkpoint_state(run: _Run, loop: _Loop, result: FitResult) -> dict:
     """Everything needed to continue the run bit for bit after ``loop.epoch`` epochs."""
-    device = data_gen.device
+    device = run.data_gen.device
     return {
-        "config": asdict(config),
+        "config": asdict(run.config),
         "epoch": loop.epoch,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
+        "model": run.model.state_dict(),
+        "loss_state": run.objective.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
         "rng_cpu": torch.get_rng_state(),
-        "rng_data": data_gen.get_state(),
+        "rng_data": run.data_gen.get_state(),
         "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
         "history": result.history,
         "best_val": loop.best_val,
         "bad_epochs": loop.bad_epochs,
         "best_epoch": result.best_epoch,
         "best_model": loop.best_state,
-        "world_size": distributed.context().world_size,
+        "world_size": run.ctx.world_size,
     }
 
 
-def _restore(
-    checkpoint_dir: str | Path | None,
-    config: TrainConfig,
-    device: torch.device,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    data_gen: torch.Generator,
-    result: FitResult,
-) -> _Loop:
-    """Load the checkpoint into the model, optimizer, schedule, generators and ``result``.
+def _restore(checkpoint_dir: str | Path | None, run: _Run, result: FitResult) -> _Loop:
+    """Load the checkpoint into the model, loss, optimizer, schedule, generators and ``result``.
 
     Returns where the epoch loop stood. Rank 0 reads the file and sends it to the other ranks.
+    A checkpoint saved by an earlier version (before a setting existed, or with the
+    temperature and alpha beside the other settings) is read in today's form.
     """
-    ctx = distributed.context()
+    ctx, device = run.ctx, run.device
     state = distributed.on_main(
         lambda: load_checkpoint(checkpoint_dir, "cpu" if ctx.distributed else device)
     )
@@ -536,17 +653,19 @@ def _restore(
             f"process(es), not {ctx.world_size}: resume with the same torchrun "
             "--nproc_per_node/--nnodes (the global batch must not change)"
         )
-    # settings added to TrainConfig since the checkpoint was saved compare at their defaults
-    if {**asdict(TrainConfig()), **state["config"]} != asdict(config):
+    differences = config_differences(state["config"], asdict(run.config), distilling=run.distilling)
+    if differences:
         raise KDistillError(
-            f"the checkpoint in {checkpoint_dir} was made with another config; "
-            "resume with the same command, or use a new --out"
+            f"the checkpoint in {checkpoint_dir} was made with another config "
+            f"({describe_differences(differences)}); resume with the same command, "
+            "or use a new --out"
         )
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
+    run.model.load_state_dict(state["model"])
+    run.objective.load_state_dict(state.get("loss_state", {}))
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["rng_cpu"].cpu())
-    data_gen.set_state(state["rng_data"].cpu())
+    run.data_gen.set_state(state["rng_data"].cpu())
     if device.type == "cuda":
         torch.cuda.set_rng_state(state["rng_cuda"].cpu(), device)
     result.history, result.best_epoch = state["history"], state["best_epoch"]
@@ -622,13 +741,14 @@ def _jittered(
         yield index, shift_images(x, shifts, max_shift), y, shifts, 1.0
 
 
-def _online_soft_targets(
-    members: list[nn.Module], x: Tensor, config: TrainConfig, device: torch.device
+def _online_teacher_logits(
+    members: list[nn.Module], x: Tensor, device: torch.device, bf16: bool
 ) -> Tensor:
-    with torch.inference_mode(), _autocast(device, config.bf16):
+    """The teacher's raw logits of a batch, ``(B, C)`` or ``(M, B, C)`` for an ensemble."""
+    with torch.inference_mode(), _autocast(device, bf16):
         logits = [member(x).float() for member in members]
-        log_probs = log_soft_targets(logits[0] if len(logits) == 1 else logits, config.temperature)
-    return log_probs.clone()  # an inference tensor cannot be saved for backward
+        stacked = logits[0] if len(logits) == 1 else torch.stack(logits)
+    return stacked.clone()  # an inference tensor cannot be saved for backward
 
 
 def _check_models(
@@ -663,6 +783,16 @@ def _check_models(
                 "both must predict the same classes"
             )
     return student_classes
+
+
+def _try_loss(objective: DistillationObjective, model: nn.Module, probe: Tensor) -> None:
+    """Call the loss once on one example without a teacher, so it fails before training."""
+    was_training = model.training
+    with torch.inference_mode():
+        model.eval()
+        labels = torch.zeros(len(probe), dtype=torch.long, device=probe.device)
+        objective(model(probe).float(), None, labels)
+    model.train(was_training)
 
 
 def _check_finite(losses: Tensor, epoch: int, steps_per_epoch: int) -> None:

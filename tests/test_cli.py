@@ -56,7 +56,8 @@ def test_distill_and_evaluate_with_bias_shift(teacher_run, tmp_path, capsys):
     assert metrics["cost"]["teacher"][0]["parameters"] == 64 * 64 + 64 + 64 * 10 + 10
     config = json.loads((out / "config.json").read_text())
     assert config["kind"] == "distill" and config["drop_classes"] == [3]
-    assert config["train"]["temperature"] == 4.0 and config["train"]["alpha"] == 0.5
+    assert config["train"]["loss"] == "hinton"
+    assert config["train"]["loss_args"] == {"temperature": 4.0, "alpha": 0.5}
     capsys.readouterr()
 
     assert main(["evaluate", str(out)]) == 0
@@ -97,6 +98,11 @@ def _one_line_error(capsys, argv, message):
         (["--model", "rnn:12"], "unknown model kind 'rnn'"),
         (["--fraction", "0"], "--fraction must be in (0, 1]"),
         (["--keep-classes", "11"], "the transfer set is empty"),
+        (["--loss", "hintn"], "unknown loss 'hintn': choose one of"),
+        (["--loss-arg", "temprature=4"], "takes no argument 'temprature'; its arguments are"),
+        (["--loss-arg", "temperature"], "--loss-arg takes KEY=VALUE"),
+        (["-T", "4", "--loss-arg", "temperature=5"], "--temperature and --loss-arg temperature"),
+        (["--loss", "cross-entropy", "-T", "4"], "'cross-entropy' takes no argument"),
     ],
 )
 def test_distill_errors_are_one_line(teacher_run, tmp_path, capsys, extra, message):
@@ -148,3 +154,24 @@ def test_demo_distilled_student_beats_student_alone(tmp_path, capsys):
     assert errors["teacher"] < errors["student alone"]
     for png in ("curves.png", "soft_targets.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_loss_and_loss_args_are_the_long_form_of_t_and_alpha(teacher_run, tmp_path):
+    """`--loss hinton --loss-arg temperature=4 --loss-arg alpha=0.5` is `-T 4 --alpha 0.5`."""
+    base = ["distill", "--teacher", str(teacher_run), "--model", "mlp:16", *FAST]
+    long, short = tmp_path / "long", tmp_path / "short"
+    assert main([*base, "--out", str(long), "--loss", "hinton", "--loss-arg", "temperature=4",
+                 "--loss-arg", "alpha=0.5"]) == 0  # fmt: skip
+    assert main([*base, "--out", str(short), "-T", "4", "--alpha", "0.5"]) == 0
+    configs = [json.loads((f / "config.json").read_text()) for f in (long, short)]
+    assert configs[0] == configs[1]
+    assert configs[0]["train"]["loss_args"] == {"temperature": 4.0, "alpha": 0.5}
+    weights = [load_file(f / "model.safetensors") for f in (long, short)]
+    assert all((weights[0][k] == weights[1][k]).all() for k in weights[0])
+    # the defaults of `kdistill distill`: T = 20, soft targets only
+    default = tmp_path / "default"
+    assert main([*base, "--out", str(default), "--epochs", "1"]) == 0
+    train = json.loads((default / "config.json").read_text())["train"]
+    assert (train["loss"], train["loss_args"]) == ("hinton", {"temperature": 20.0, "alpha": 1.0})
+    header = (default / "history.csv").read_text().splitlines()[0]
+    assert header.startswith("epoch,lr,train_loss,train_soft,seconds")

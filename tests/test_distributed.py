@@ -174,7 +174,7 @@ def test_two_ranks_distil_like_one_process_with_the_global_batch(teacher_run, tm
         model="mlp:32",
         dataset="digits",
         teachers=[str(teacher_run)],
-        train=TrainConfig(epochs=2, batch_size=16, temperature=4.0, lr=0.05),
+        train=TrainConfig(epochs=2, batch_size=16, loss_args={"temperature": 4.0}, lr=0.05),
     )
     one = execute(spec, single, progress=False)
 

@@ -1,4 +1,5 @@
-"""The distillation loss against independent float64 numpy values and the paper's equations."""
+"""The distillation loss against independent float64 numpy values and the paper's equations;
+losses as objects: the registry, the terms the loop sums, ensembles."""
 
 from __future__ import annotations
 
@@ -8,6 +9,16 @@ import torch
 import torch.nn.functional as F
 
 from kdistill import DistillationLoss, distillation_loss, ensemble_soft_targets, soft_targets
+from kdistill.errors import KDistillError
+from kdistill.losses import (
+    LOSSES,
+    DistillationObjective,
+    HintonLoss,
+    make_loss,
+    parse_loss_args,
+    register,
+    sum_terms,
+)
 
 
 def _np_softmax(x: np.ndarray) -> np.ndarray:
@@ -179,3 +190,133 @@ def test_labels_needed_and_in_range():
         distillation_loss(z, z, torch.tensor([0.0, 1.0]), temperature=2.0, alpha=0.5)
     # alpha = 1 needs no labels
     distillation_loss(z, z, temperature=2.0, alpha=1.0)
+
+
+# --------------------------------------------------------------------------- losses as objects
+
+
+def _batch(seed: int = 7, members: int | None = None):
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(6, 4, generator=g)
+    shape = (6, 4) if members is None else (members, 6, 4)
+    return z, torch.randn(*shape, generator=g) * 2, torch.randint(0, 4, (6,), generator=g)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.3, 1.0])
+def test_hinton_loss_terms_sum_to_distillation_loss_bit_for_bit(alpha):
+    z, v, y = _batch()
+    terms = make_loss("hinton", temperature=3.0, alpha=alpha)(z, v, y)
+    # a term of weight 0 is left out (its work is not done)
+    assert set(terms) == {"soft", "hard"} - ({"hard"} if alpha == 1 else set()) - (
+        {"soft"} if alpha == 0 else set()
+    )
+    assert all(t.dim() == 0 for t in terms.values())
+    total = distillation_loss(z, v, y, temperature=3.0, alpha=alpha)
+    assert torch.equal(sum_terms(terms), total)
+
+
+def test_hinton_loss_takes_an_ensemble_as_one_tensor():
+    z, v, y = _batch(members=3)
+    criterion = make_loss("hinton", temperature=2.0, alpha=0.6)
+    as_tensor, as_list = (
+        criterion(z, v, y),
+        distillation_loss(z, list(v), y, temperature=2.0, alpha=0.6),
+    )
+    assert torch.equal(sum_terms(as_tensor), as_list)
+    # the soft term is the KL to the mean of the members' probabilities
+    p = ensemble_soft_targets(v, 2.0)
+    q = torch.log_softmax(z / 2.0, dim=-1)
+    expected = 0.6 * 4.0 * (p * (p.log() - q)).sum(dim=1).mean()
+    torch.testing.assert_close(as_tensor["soft"], expected)
+
+
+def test_hinton_loss_without_a_teacher_says_what_to_do():
+    z, _, y = _batch()
+    with pytest.raises(KDistillError, match="needs a teacher.*'cross-entropy'"):
+        make_loss("hinton", temperature=2.0)(z, None, y)
+    # alpha = 0 needs no teacher: it is cross-entropy
+    assert set(make_loss("hinton", alpha=0.0)(z, None, y)) == {"hard"}
+
+
+def test_cross_entropy_loss_is_plain_cross_entropy():
+    z, v, y = _batch()
+    terms = make_loss("cross-entropy")(z, None, y)
+    assert list(terms) == ["hard"] and torch.equal(terms["hard"], F.cross_entropy(z, y))
+    assert torch.equal(make_loss("cross-entropy")(z, v, y)["hard"], terms["hard"])  # ignores v
+
+
+def test_registry_names_and_arguments():
+    assert {"hinton", "cross-entropy"} <= set(LOSSES)
+    assert make_loss("hinton", temperature=4, alpha=0.5).arguments() == {
+        "temperature": 4.0,
+        "alpha": 0.5,
+    }
+    assert make_loss("hinton").arguments() == {"temperature": 1.0, "alpha": 1.0}
+    assert make_loss("cross-entropy").arguments() == {}
+    assert "temperature=4.0" in repr(make_loss("hinton", temperature=4))
+
+
+@pytest.mark.parametrize(
+    ("name", "arguments", "message"),
+    [
+        ("hintn", {}, "unknown loss 'hintn': choose one of .*cross-entropy.*hinton"),
+        ("hinton", {"temprature": 2.0}, "takes no argument 'temprature'; .* temperature, alpha"),
+        ("cross-entropy", {"alpha": 0.5}, "takes no argument 'alpha'; its arguments are none"),
+        ("hinton", {"temperature": 0}, "loss 'hinton': temperature must be a finite number > 0"),
+        ("hinton", {"alpha": 2}, r"loss 'hinton': alpha .* must be in \[0, 1\]"),
+        ("hinton", {"temperature": "hot"}, "loss 'hinton' .*could not convert"),
+    ],
+)
+def test_registry_refuses_with_one_line(name, arguments, message):
+    with pytest.raises(KDistillError, match=message) as caught:
+        make_loss(name, **arguments)
+    assert "\n" not in str(caught.value)
+
+
+def test_parse_loss_args_reads_literals():
+    parsed = parse_loss_args(["temperature=4", "alpha=0.9", "warmup=true", "mode=kl", "x=none"])
+    assert parsed == {"temperature": 4, "alpha": 0.9, "warmup": True, "mode": "kl", "x": None}
+    assert parse_loss_args(["beta-weight=1e-3"]) == {"beta_weight": 0.001}
+    for bad in (["temperature"], ["=4"], ["a b=1"]):
+        with pytest.raises(KDistillError, match="KEY=VALUE"):
+            parse_loss_args(bad)
+    with pytest.raises(KDistillError, match="given twice"):
+        parse_loss_args(["alpha=0.1", "alpha=0.2"])
+
+
+class _SingleTeacherLoss(DistillationObjective):
+    """A loss defined for one teacher only, not registered (defined in a test)."""
+
+    name = "single-teacher-test"
+    supports_ensemble = False
+
+    def __init__(self, weight: float = 1.0) -> None:
+        super().__init__()
+        self.weight = weight
+
+    def forward(self, student_logits, teacher_logits, labels):
+        return {"mse": self.weight * F.mse_loss(student_logits, teacher_logits)}
+
+
+def test_a_loss_without_an_ensemble_refuses_member_logits():
+    z, v, y = _batch(members=2)
+    loss = _SingleTeacherLoss(0.5)
+    assert loss.arguments() == {"weight": 0.5}  # the default arguments(): attributes by name
+    loss(z, v[0], y)
+    with pytest.raises(KDistillError, match="does not define an ensemble teacher \\(2 members"):
+        loss(z, v, y)
+
+
+def test_register_needs_a_name_and_refuses_a_second_class_of_the_same_name():
+    class Nameless(DistillationObjective):
+        pass
+
+    with pytest.raises(TypeError, match="needs a class attribute name"):
+        register(Nameless)
+
+    class Impostor(DistillationObjective):
+        name = "hinton"
+
+    with pytest.raises(TypeError, match="two losses named 'hinton'"):
+        register(Impostor)
+    assert LOSSES["hinton"] is HintonLoss

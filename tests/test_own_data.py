@@ -4,6 +4,7 @@ example index, plain state_dict teachers, and ``module:function`` models from th
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,10 @@ from kdistill.errors import KDistillError
 from kdistill.train import TrainConfig, evaluate, fit
 from tests.helpers import make_split
 
-CONFIG = TrainConfig(epochs=3, batch_size=32, lr=0.1, device="cpu", temperature=3.0, alpha=0.7)
+CONFIG = TrainConfig(
+    epochs=3, batch_size=32, lr=0.1, device="cpu", loss_args={"temperature": 3.0, "alpha": 0.7}
+)
+HARD = replace(CONFIG, loss_args={})  # hard labels: no loss arguments
 
 
 class CountingTeacher(nn.Module):
@@ -86,7 +90,9 @@ def test_dataloader_is_used_as_given_and_learns() -> None:
     split = make_split(512)
     loader = DataLoader(TensorDataset(split.images, split.labels), batch_size=64, shuffle=True)
     student, teacher = _student(), CountingTeacher()
-    config = TrainConfig(epochs=4, lr=0.2, device="cpu", temperature=2.0, alpha=0.5)
+    config = TrainConfig(
+        epochs=4, lr=0.2, device="cpu", loss_args={"temperature": 2.0, "alpha": 0.5}
+    )
     result = fit(student, loader, config, teacher=teacher, test=loader, progress=False)
     assert len(result.history) == 4 and teacher.seen == 1 + 4 * 512
     assert result.history[-1]["test_errors"] < 0.5 * 512 * 0.75  # well below chance (3/4 wrong)
@@ -105,7 +111,7 @@ def test_dataloader_run_resumes_exactly(tmp_path: Path) -> None:
                 raise KeyboardInterrupt
 
         try:
-            fit(student, loader, CONFIG, checkpoint_dir=folder, resume=resume, progress=False,
+            fit(student, loader, HARD, checkpoint_dir=folder, resume=resume, progress=False,
                 on_epoch=on_epoch)  # fmt: skip
         except KeyboardInterrupt:
             pass
@@ -133,13 +139,13 @@ def test_teacher_logits_given_by_index_for_a_dataset() -> None:
 
 def test_bad_datasets_are_clear_errors() -> None:
     with pytest.raises(KDistillError, match="training data must be"):
-        fit(_student(), [1, 2, 3], CONFIG, progress=False)
+        fit(_student(), [1, 2, 3], HARD, progress=False)
     with pytest.raises(KDistillError, match="empty"):
-        fit(_student(), TensorDataset(torch.zeros(0, 1, 6, 6), torch.zeros(0)), CONFIG)
+        fit(_student(), TensorDataset(torch.zeros(0, 1, 6, 6), torch.zeros(0)), HARD)
     split = make_split()
     bad = TensorDataset(split.images, split.labels + 10)
     with pytest.raises(KDistillError, match=r"labels must be in \[0, 4\)"):
-        fit(_student(), bad, CONFIG, progress=False)
+        fit(_student(), bad, HARD, progress=False)
     with pytest.raises(KDistillError, match="val_fraction needs an in-memory Split"):
         fit(_student(), TensorDataset(split.images, split.labels),
             TrainConfig(val_fraction=0.2, device="cpu"), progress=False)  # fmt: skip

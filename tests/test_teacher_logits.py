@@ -189,7 +189,7 @@ def test_soft_targets_from_the_file_equal_the_online_teachers_on_the_same_shifts
 def test_jittered_distillation_from_the_file_equals_the_online_teacher(
     digits, teacher, logits_file
 ):
-    config = TrainConfig(epochs=3, jitter=2, temperature=4.0, lr=0.05, device="cpu")
+    config = TrainConfig(epochs=3, jitter=2, loss_args={"temperature": 4.0}, lr=0.05, device="cpu")
     runs = {}
     for source in ("online", "file"):
         student = _student()
@@ -221,7 +221,8 @@ def test_transfer_subsets_look_the_file_up_by_example(digits, teacher, logits_fi
         looked_up = read.logits_of(ids)
         assert torch.allclose(looked_up, expected, atol=1e-5)
     # fit on the subset from the file = fit on it with the teacher online (no jitter: cached)
-    config = TrainConfig(epochs=2, temperature=4.0, lr=0.05, val_fraction=0.2, device="cpu")
+    hinton = {"temperature": 4.0}
+    config = TrainConfig(epochs=2, loss_args=hinton, lr=0.05, val_fraction=0.2, device="cpu")
     errors = []
     for kwargs in ({"teacher": teacher}, {"teacher_logits": read}):
         student = _student()

@@ -1,14 +1,28 @@
-"""The training loop: learning, cached = online teacher, determinism, resume, errors."""
+"""The training loop: learning, cached = online teacher, determinism, resume, errors; the loss
+it runs is distillation_loss; configs of earlier versions load and resume."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict, fields, replace
+from pathlib import Path
+
 import pytest
 import torch
+from safetensors.torch import load_file
 
-from kdistill.data import Split, train_val_split
+import kdistill.runs as runs_module
+from kdistill import compat
+from kdistill.checkpoint import load_checkpoint, save_checkpoint
+from kdistill.compat import config_differences
+from kdistill.data import Split, batch_indices, train_val_split
+from kdistill.losses import DistillationObjective, distillation_loss, make_loss
 from kdistill.models import build_model
+from kdistill.runs import RunSpec, execute
 from kdistill.train import TrainConfig, evaluate, fit, predict_logits
 from tests.helpers import make_split
+
+RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
 
 SHAPE = (1, 6, 6)
 
@@ -38,7 +52,9 @@ def test_a_model_learns_from_hard_labels(tiny_split):
 
 
 def test_cached_teacher_logits_give_the_same_training_as_online(tiny_split, trained_teacher):
-    config = TrainConfig(epochs=3, batch_size=32, lr=0.05, temperature=4.0, alpha=0.7)
+    config = TrainConfig(
+        epochs=3, batch_size=32, lr=0.05, loss_args={"temperature": 4.0, "alpha": 0.7}
+    )
     cached, online = _model(seed=5), _model(seed=5)
     a = fit(cached, tiny_split, config, teacher=trained_teacher, progress=False)
     b = fit(
@@ -57,7 +73,9 @@ def test_cached_teacher_logits_give_the_same_training_as_online(tiny_split, trai
 
 
 def test_same_seed_same_result_bitwise(tiny_split, trained_teacher):
-    config = TrainConfig(epochs=2, batch_size=32, lr=0.05, jitter=1, temperature=3.0, alpha=0.5)
+    config = TrainConfig(
+        epochs=2, batch_size=32, lr=0.05, jitter=1, loss_args={"temperature": 3.0, "alpha": 0.5}
+    )
     runs = []
     for _ in range(2):
         model = _model("mlp:16,dropout=0.3", seed=2)
@@ -154,7 +172,7 @@ def test_ensemble_teacher(tiny_split, trained_teacher):
     result = fit(
         student,
         tiny_split,
-        TrainConfig(epochs=2, batch_size=32, temperature=2.0),
+        TrainConfig(epochs=2, batch_size=32, loss_args={"temperature": 2.0}),
         teacher=[trained_teacher, other],
         progress=False,
     )
@@ -211,8 +229,8 @@ def test_model_that_cannot_take_the_inputs(tiny_split):
     "changes,message",
     [
         ({"epochs": 0}, "epochs must be >= 1"),
-        ({"temperature": 0.0}, "temperature must be"),
-        ({"alpha": 1.2}, "alpha"),
+        ({"loss_args": {"temperature": 0.0}}, "temperature must be"),
+        ({"loss": "hinton", "loss_args": {"alpha": 1.2}}, "alpha"),
         ({"optimizer": "lbfgs"}, "optimizer must be"),
         ({"patience": 3}, "needs a validation split"),
         ({"jitter": -1}, "jitter must be >= 0"),
@@ -225,3 +243,241 @@ def test_model_that_cannot_take_the_inputs(tiny_split):
 def test_bad_config(changes, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(**changes).validate()
+
+
+# --------------------------------------------------------------------------- the loss the loop runs
+
+
+def test_the_loop_runs_distillation_loss_bit_for_bit(tiny_split, trained_teacher):
+    """An epoch of fit equals a hand-written loop over distillation_loss, weights bit for bit."""
+    config = TrainConfig(
+        epochs=1, batch_size=64, lr=0.05, schedule="constant",
+        loss="hinton", loss_args={"temperature": 3.0, "alpha": 0.6},
+    )  # fmt: skip
+    looped = _model(seed=4)
+    result = fit(looped, tiny_split, config, teacher=trained_teacher, progress=False)
+
+    by_hand = _model(seed=4)
+    optimizer = torch.optim.SGD(
+        by_hand.parameters(), lr=0.05, momentum=0.9, nesterov=True, fused=True
+    )
+    teacher_logits = predict_logits(trained_teacher, tiny_split.images)
+    generator = torch.Generator().manual_seed(config.seed)
+    losses = []
+    for index in batch_indices(len(tiny_split), 64, generator):
+        x, y = tiny_split.images[index], tiny_split.labels[index]
+        loss = distillation_loss(by_hand(x), teacher_logits[index], y, temperature=3.0, alpha=0.6)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.detach())
+    for p, q in zip(looped.parameters(), by_hand.parameters(), strict=True):
+        assert torch.equal(p, q)
+    assert result.history[0]["train_loss"] == float(torch.stack(losses).mean())
+    terms = {k for k in result.history[0] if k.startswith("train_")}
+    assert terms == {"train_loss", "train_soft", "train_hard"}
+    row = result.history[0]
+    assert row["train_soft"] + row["train_hard"] == pytest.approx(row["train_loss"], rel=1e-6)
+
+
+def test_a_loss_object_can_be_given_instead_of_the_config_naming_one(tiny_split, trained_teacher):
+    named = TrainConfig(epochs=1, batch_size=64, loss="hinton", loss_args={"temperature": 2.0})
+    a, b = _model(seed=6), _model(seed=6)
+    fit(a, tiny_split, named, teacher=trained_teacher, progress=False)
+    loss = make_loss("hinton", temperature=2.0)
+    fit(b, tiny_split, TrainConfig(epochs=1, batch_size=64), teacher=trained_teacher, loss=loss,
+        progress=False)  # fmt: skip
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(p, q)
+    with pytest.raises(ValueError, match="not both"):
+        fit(b, tiny_split, named, teacher=trained_teacher, loss=loss, progress=False)
+
+
+def test_an_ensemble_teacher_distills_the_mean_of_its_members_probabilities(
+    tiny_split, trained_teacher
+):
+    """Through fit: an ensemble equals one teacher whose soft targets are the members' mean."""
+    other = _model("mlp:8", seed=7)
+    fit(other, tiny_split, TrainConfig(epochs=2, batch_size=32), progress=False)
+    members = predict_logits([trained_teacher, other], tiny_split.images).double()
+    temperature = 2.0
+    mean_probs = torch.softmax(members / temperature, dim=-1).mean(dim=0)
+    as_one = (temperature * mean_probs.log()).float()  # softmax(as_one / T) = mean_probs
+    config = TrainConfig(epochs=2, batch_size=32, loss_args={"temperature": temperature})
+    ensemble, single = _model(seed=8), _model(seed=8)
+    a = fit(ensemble, tiny_split, config, teacher=[trained_teacher, other], progress=False)
+    b = fit(single, tiny_split, config, teacher_logits=as_one, progress=False)
+    for row_a, row_b in zip(a.history, b.history, strict=True):
+        assert row_a["train_loss"] == pytest.approx(row_b["train_loss"], rel=1e-5)
+    for p, q in zip(ensemble.parameters(), single.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6)
+
+
+class _Recorder(DistillationObjective):
+    """A loss that records what the loop gives it (and when), then trains on hard labels."""
+
+    name = "recorder-test"
+    supports_ensemble = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.teacher_shapes: set[tuple[int, ...] | None] = set()
+        self.epochs: list[tuple[int, int]] = []
+
+    def forward(self, student_logits, teacher_logits, labels):
+        self.teacher_shapes.add(None if teacher_logits is None else tuple(teacher_logits.shape))
+        return {"ce": torch.nn.functional.cross_entropy(student_logits, labels)}
+
+    def on_epoch(self, epoch: int, epochs: int) -> None:
+        self.epochs.append((epoch, epochs))
+
+
+def test_the_loop_gives_raw_teacher_logits_and_calls_on_epoch(tiny_split, trained_teacher):
+    recorder = _Recorder()
+    config = TrainConfig(epochs=2, batch_size=64)
+    result = fit(_model(), tiny_split, config, teacher=trained_teacher, loss=recorder,
+                 progress=False)  # fmt: skip
+    assert recorder.teacher_shapes == {(64, 4)} and recorder.epochs == [(0, 2), (1, 2)]
+    assert result.history[0]["train_ce"] == result.history[0]["train_loss"]
+    hard = _Recorder()  # the probe before training and the steps: no teacher
+    fit(_model(), tiny_split, config, loss=hard, progress=False)
+    assert hard.teacher_shapes == {None}
+    # a loss that defines no ensemble refuses one before training starts
+    with pytest.raises(ValueError, match="does not define an ensemble teacher"):
+        fit(_model(), tiny_split, config, teacher=[trained_teacher, trained_teacher],
+            loss=_Recorder(), progress=False)  # fmt: skip
+
+
+def test_a_loss_that_needs_a_teacher_fails_before_training(tiny_split):
+    with pytest.raises(ValueError, match="'hinton' loss needs a teacher"):
+        fit(_model(), tiny_split, TrainConfig(loss="hinton"), progress=False)
+    with pytest.raises(ValueError, match="no teacher: hard labels .* take no arguments"):
+        fit(_model(), tiny_split, TrainConfig(loss_args={"temperature": 2.0}), progress=False)
+
+
+def test_one_teacher_cache_serves_every_temperature(tiny_split, trained_teacher, monkeypatch):
+    """The cache holds raw logits: given once, they give each T what fit computes itself."""
+    logits = predict_logits(trained_teacher, tiny_split.images)
+    for temperature in (1.0, 5.0):
+        config = TrainConfig(epochs=1, batch_size=64, loss_args={"temperature": temperature})
+        a, b = _model(seed=9), _model(seed=9)
+        fit(a, tiny_split, config, teacher_logits=logits, progress=False)
+        fit(b, tiny_split, config, teacher=trained_teacher, progress=False)
+        for p, q in zip(a.parameters(), b.parameters(), strict=True):
+            assert torch.equal(p, q)
+
+
+# --------------------------------------------------------------------------- configs of any version
+
+
+def test_config_json_records_the_loss_and_all_its_arguments(tmp_path):
+    teacher = tmp_path / "teacher"
+    execute(RunSpec(model="mlp:8", train=TrainConfig(epochs=1)), teacher, progress=False)
+    saved = json.loads((teacher / "config.json").read_text())
+    assert (saved["train"]["loss"], saved["train"]["loss_args"]) == ("cross-entropy", {})
+    spec = RunSpec(
+        model="mlp:8",
+        teachers=[str(teacher)],
+        train=TrainConfig(epochs=1, loss_args={"alpha": 0.5}),
+    )
+    execute(spec, tmp_path / "student", progress=False)
+    saved = json.loads((tmp_path / "student" / "config.json").read_text())
+    assert saved["train"]["loss"] == "hinton"
+    assert saved["train"]["loss_args"] == {"temperature": 1.0, "alpha": 0.5}
+    assert "temperature" not in saved["train"] and "alpha" not in saved["train"]
+    assert RunSpec.from_dict(saved).train.loss_args == {"temperature": 1.0, "alpha": 0.5}
+    history = (tmp_path / "student" / "history.csv").read_text().splitlines()[0].split(",")
+    assert history[:5] == ["epoch", "lr", "train_loss", "train_soft", "train_hard"]
+
+
+def _as_old_version(train: dict, teachers: bool) -> dict:
+    """A train config as kdistill wrote it before lr_decay, grad_clip and losses as objects."""
+    old = {k: v for k, v in train.items() if k not in ("lr_decay", "grad_clip", "loss_args")}
+    args = train["loss_args"] if teachers else {}
+    old["temperature"], old["alpha"] = args.get("temperature", 1.0), args.get("alpha", 1.0)
+    old.pop("loss")
+    return old
+
+
+class _Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("teachers", [False, True])
+def test_a_run_saved_before_newer_fields_resumes_exactly(tmp_path, monkeypatch, teachers):
+    """config.json and checkpoint without lr_decay, grad_clip, holdout_fraction, teacher_model,
+    loss (but with temperature and alpha): the run resumes and ends as an unbroken one."""
+    if teachers:
+        execute(
+            RunSpec(model="mlp:16", train=TrainConfig(epochs=2)), tmp_path / "t", progress=False
+        )
+    spec = RunSpec(
+        model="mlp:16,dropout=0.2",
+        teachers=[str(tmp_path / "t")] if teachers else [],
+        train=TrainConfig(epochs=3, batch_size=256, lr=0.05, loss_args=(
+            {"temperature": 4.0, "alpha": 0.7} if teachers else {}
+        )),
+    )  # fmt: skip
+    execute(spec, tmp_path / "unbroken", progress=False)
+
+    real_write = runs_module.write_history
+
+    def killed_after_one_epoch(path, rows):
+        real_write(path, rows)
+        if len(rows) == 1:
+            raise _Killed
+
+    monkeypatch.setattr(runs_module, "write_history", killed_after_one_epoch)
+    folder = tmp_path / "old"
+    with pytest.raises(_Killed):
+        execute(spec, folder, progress=False)
+    monkeypatch.setattr(runs_module, "write_history", real_write)
+
+    saved = json.loads((folder / "config.json").read_text())
+    for key in ("holdout_fraction", "teacher_model"):
+        del saved[key]
+    saved["train"] = _as_old_version(saved["train"], teachers)
+    (folder / "config.json").write_text(json.dumps(saved))
+    state = load_checkpoint(folder)
+    state["config"] = _as_old_version(state["config"], teachers)
+    state.pop("loss_state")
+    save_checkpoint(folder, state, state["epoch"])
+
+    execute(spec, folder, resume=True, progress=False)
+    a, b = (load_file(f / "model.safetensors") for f in (folder, tmp_path / "unbroken"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # and another loss setting is still refused, naming the difference
+    changed = replace(spec, train=replace(spec.train, seed=1))
+    with pytest.raises(ValueError, match=r"another config \(train.seed: 0 -> 1\)"):
+        execute(changed, folder, resume=True, progress=False)
+
+
+def test_committed_result_configs_read_as_their_loss():
+    """Every config.json under docs/results (made before losses were objects) reads back."""
+    folders = sorted(RESULTS.glob("**/config.json"))
+    assert len(folders) > 60
+    for path in folders:
+        saved = json.loads(path.read_text())
+        spec = RunSpec.from_dict(saved)
+        if saved["teachers"]:
+            assert spec.train.loss == "hinton"
+            old = saved["train"]
+            assert spec.train.loss_args == {
+                "temperature": old["temperature"],
+                "alpha": old["alpha"],
+            }
+        else:
+            assert (spec.train.loss, spec.train.loss_args) == ("cross-entropy", {})
+        assert config_differences(saved, asdict(spec)) == []
+        other = replace(spec, train=replace(spec.train, loss_args={**spec.train.loss_args}))
+        if saved["teachers"]:
+            other.train.loss_args["temperature"] += 1
+            assert config_differences(saved, asdict(other))[0].startswith("train.loss_args")
+
+
+def test_identity_fields_cover_every_setting():
+    """A field added to RunSpec or TrainConfig must be placed in kdistill.compat's lists."""
+    assert set(compat.TRAIN_IDENTITY) == {f.name for f in fields(TrainConfig)}
+    assert set(compat.RUN_IDENTITY) == {f.name for f in fields(RunSpec)}
+    assert set(compat.TRAIN_ADDED) <= set(compat.TRAIN_IDENTITY)
+    assert set(compat.RUN_ADDED) <= set(compat.RUN_IDENTITY)

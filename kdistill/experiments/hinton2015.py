@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from kdistill.checkpoint import atomic_write_json, atomic_write_text, has_checkpoint
+from kdistill.compat import config_differences, describe_differences
 from kdistill.errors import KDistillError
 from kdistill.reports import (
     format_table,
@@ -57,6 +58,7 @@ from kdistill.train import TrainConfig, predict_logits
 TEACHER_MODEL = "mlp:1200x1200,dropout=0.5,input_dropout=0.2"
 MAIN_WIDTH = 800
 MAIN_TEMPERATURE = 20.0
+MAIN_LOSS_ARGS = {"temperature": MAIN_TEMPERATURE, "alpha": 0.9}  # the "hinton" loss's
 OMITTED_CLASS = 3
 KEPT_CLASSES = (7, 8)
 SOFT_TARGET_TEMPERATURES = (1.0, 2.0, 5.0, 20.0)
@@ -128,7 +130,7 @@ PROFILES = {
         data_fraction=0.1,
         teacher=TrainConfig(epochs=40, lr=0.1, max_norm=3.5, jitter=2),
         student=TrainConfig(epochs=12, lr=0.1),
-        distill=TrainConfig(epochs=12, lr=0.02, temperature=MAIN_TEMPERATURE, alpha=0.9),
+        distill=TrainConfig(epochs=12, lr=0.02, loss="hinton", loss_args=dict(MAIN_LOSS_ARGS)),
         widths=(800, 300, 30),
         temperatures=(4.0, 20.0),
         holdout_fraction=0.1,
@@ -158,7 +160,7 @@ PROFILES = {
         data_fraction=1.0,
         teacher=TrainConfig(epochs=200, lr=0.1, max_norm=3.5, jitter=2),
         student=TrainConfig(epochs=60, lr=0.1),
-        distill=TrainConfig(epochs=60, lr=0.02, temperature=MAIN_TEMPERATURE, alpha=0.9),
+        distill=TrainConfig(epochs=60, lr=0.02, loss="hinton", loss_args=dict(MAIN_LOSS_ARGS)),
         widths=(800, 300, 30),
         temperatures=(1.0, 2.0, 2.5, 3.0, 4.0, 8.0, 20.0),
         holdout_fraction=0.1,
@@ -198,7 +200,7 @@ class Plan:
 
     def add(self, key: str, spec: RunSpec) -> str:
         """Add a run (once: the same key must mean the same spec) and return its key."""
-        if key in self.runs and _comparable(asdict(self.runs[key])) != _comparable(asdict(spec)):
+        if key in self.runs and differences(asdict(self.runs[key]), asdict(spec)):
             raise AssertionError(f"two different runs named {key}")
         self.runs.setdefault(key, spec)
         return key
@@ -249,9 +251,7 @@ def plan(profile: Profile, out: str | Path, data_dir: str | None = None, seeds: 
         for temperature in p.temperatures:
             result.add(
                 distill_key(width, temperature, 0),
-                distilled(
-                    0, replace(p.distill, temperature=temperature), model=student_model(width)
-                ),
+                distilled(0, at_temperature(p.distill, temperature), model=student_model(width)),
             )
     for seed in range(seeds):  # 3. and 4. transfer sets without 3s / of only 7s and 8s
         held = {"holdout_fraction": p.holdout_fraction}
@@ -286,10 +286,15 @@ def plan(profile: Profile, out: str | Path, data_dir: str | None = None, seeds: 
         early = replace(early, patience=p.small_patience)
         result.add(small_key("hard-early", seed), replace(hard, train=early))
         soft = replace(
-            p.small, lr=p.distill.lr, temperature=p.distill.temperature, alpha=p.distill.alpha
+            p.small, lr=p.distill.lr, loss=p.distill.loss, loss_args=dict(p.distill.loss_args)
         )
         result.add(small_key("soft", seed), distilled(seed, soft, **small))
     return result
+
+
+def at_temperature(config: TrainConfig, temperature: float) -> TrainConfig:
+    """``config`` (of the "hinton" loss) at another temperature."""
+    return replace(config, loss_args={**config.loss_args, "temperature": temperature})
 
 
 def omit_key(seed: int) -> str:
@@ -313,28 +318,25 @@ def small_key(kind: str, seed: int) -> str:
 # --------------------------------------------------------------------------- run
 
 
-def _comparable(config: dict) -> dict:
-    """A run's config without what may differ between equal runs (paths, the kind)."""
-    config = json.loads(json.dumps(config))
-    for key in ("kind", "data_dir", "input_shape", "num_classes"):
-        config.pop(key, None)
-    config["teachers"] = [Path(t).parts[-3:] for t in config.get("teachers", [])]
-    config["teachers"] = [list(t) for t in config["teachers"]]
-    config.get("train", {}).pop("device", None)
-    return config
+def differences(saved: dict, current: dict) -> list[str]:
+    """:func:`~kdistill.compat.config_differences` of two run configs, paths and device aside
+    (teachers compared by their place in the output folder)."""
+    saved, current = dict(saved), dict(current)
+    for config in (saved, current):
+        config["teachers"] = [list(Path(t).parts[-3:]) for t in config.get("teachers", [])]
+    return config_differences(saved, current, ignore=("data_dir", "train.device"))
 
 
 def check_same_run(folder: Path, spec: RunSpec) -> None:
-    """Raise unless the run in ``folder`` was made with ``spec`` (paths aside)."""
-    saved = json.loads((folder / "config.json").read_text())
-    saved = {k: v for k, v in saved.items() if k in asdict(spec) or k == "kind"}
-    # fields added since the run was made compare at their defaults
-    saved = {**asdict(RunSpec(model="")), **saved}
-    saved["train"] = {**asdict(TrainConfig()), **saved["train"]}
-    if _comparable(saved) != _comparable(asdict(spec)):
+    """Raise unless the run in ``folder`` was made with ``spec`` (paths and device aside).
+
+    The run may have been made by an earlier version (see :mod:`kdistill.compat`).
+    """
+    found = differences(json.loads((folder / "config.json").read_text()), asdict(spec))
+    if found:
         raise KDistillError(
-            f"{folder} holds a run with another config than this reproduction needs; "
-            "move it away or choose another --out"
+            f"{folder} holds a run with another config than this reproduction needs "
+            f"({describe_differences(found)}); move it away or choose another --out"
         )
 
 

@@ -1,0 +1,65 @@
+"""Distillation losses: soft targets, the Hinton et al. (2015) objective, losses by name.
+
+- :mod:`~kdistill.losses.base`: :class:`DistillationObjective`, what the training loop calls.
+- :mod:`~kdistill.losses.registry`: :data:`LOSSES`, :func:`register`, :func:`make_loss`.
+- :mod:`~kdistill.losses.targets`: soft targets at a temperature and shared input checks.
+- :mod:`~kdistill.losses.hinton`: :func:`distillation_loss` and the ``"hinton"`` loss.
+- :mod:`~kdistill.losses.cross_entropy`: hard labels only, the ``"cross-entropy"`` loss.
+
+A new loss module is imported here, so that its ``@register`` runs with the package.
+"""
+
+from kdistill.losses.base import DistillationObjective, check_ensemble_support
+from kdistill.losses.registry import (
+    LOSSES,
+    default_loss,
+    make_loss,
+    parse_loss_args,
+    register,
+)
+from kdistill.losses.targets import (
+    TeacherLogits,
+    check_alpha,
+    check_labels,
+    check_logits,
+    check_temperature,
+    ensemble_soft_targets,
+    log_soft_targets,
+    soft_targets,
+)
+
+# isort: split
+from kdistill.losses.cross_entropy import CrossEntropyLoss
+from kdistill.losses.hinton import (
+    DistillationLoss,
+    HintonLoss,
+    distillation_loss,
+    distillation_loss_unchecked,
+    hinton_terms,
+    sum_terms,
+)
+
+__all__ = [
+    "LOSSES",
+    "CrossEntropyLoss",
+    "DistillationLoss",
+    "DistillationObjective",
+    "HintonLoss",
+    "TeacherLogits",
+    "check_alpha",
+    "check_ensemble_support",
+    "check_labels",
+    "check_logits",
+    "check_temperature",
+    "default_loss",
+    "distillation_loss",
+    "distillation_loss_unchecked",
+    "ensemble_soft_targets",
+    "hinton_terms",
+    "log_soft_targets",
+    "make_loss",
+    "parse_loss_args",
+    "register",
+    "soft_targets",
+    "sum_terms",
+]

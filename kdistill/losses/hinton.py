@@ -1,0 +1,205 @@
+"""The distillation objective of Hinton, Vinyals & Dean (2015): functional form and the loss.
+
+:func:`distillation_loss` is the checked function, :class:`DistillationLoss` its thin module
+(both return one tensor), and :class:`HintonLoss` (registered as ``"hinton"``) the same
+objective as the training loop calls it: ``{"soft": ..., "hard": ...}``. All three compute the
+terms with :func:`hinton_terms`, so what a test checks is what training runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from kdistill.errors import KDistillError
+from kdistill.losses.base import DistillationObjective
+from kdistill.losses.registry import register
+from kdistill.losses.targets import (
+    TeacherLogits,
+    check_alpha,
+    check_labels,
+    check_logits,
+    check_temperature,
+    log_soft_targets,
+)
+
+
+def distillation_loss(
+    student_logits: Tensor,
+    teacher_logits: TeacherLogits,
+    labels: Tensor | None = None,
+    *,
+    temperature: float,
+    alpha: float,
+) -> Tensor:
+    r"""The distillation objective of Hinton, Vinyals & Dean (2015), section 2.
+
+    .. math::
+        \alpha T^2 \, \mathrm{KL}\big(\mathrm{softmax}(v/T) \,\|\, \mathrm{softmax}(z/T)\big)
+        + (1 - \alpha)\, \mathrm{CE}(z, y)
+
+    with student logits ``z``, teacher logits ``v`` and labels ``y``. The KL divergence is summed
+    over classes and averaged over the batch ("batchmean"), as is the cross-entropy.
+
+    The paper writes the soft term as the cross-entropy ``-sum_i p_i log q_i`` with the teacher's
+    soft targets ``p``. KL differs from it by the teacher's entropy ``-sum_i p_i log p_i``, which
+    does not depend on the student, so the two have the same gradient; KL is reported because
+    it is 0 when the student matches the teacher. The gradient of the soft term (without the
+    T^2) with respect to ``z_i`` is ``(q_i - p_i) / T`` per example (paper, eq. 2); multiplying
+    by T^2 keeps its scale constant as T changes, so alpha means the same at every T.
+
+    Args:
+        student_logits: ``(B, C)``.
+        teacher_logits: ``(B, C)``; for an ensemble a sequence of ``(B, C)`` tensors or one
+            ``(M, B, C)`` tensor, whose soft targets are the mean of the members'
+            probabilities at T.
+        labels: ``(B,)`` class indices in ``[0, C)``; needed unless ``alpha == 1``.
+        temperature: T > 0.
+        alpha: weight of the soft-target term in [0, 1]; 0 is plain cross-entropy.
+
+    Returns:
+        A scalar tensor.
+
+    Raises:
+        ValueError: on a bad temperature or alpha, mismatched shapes or class counts, missing
+            labels or labels out of range.
+    """
+    temperature = check_temperature(temperature)
+    alpha = check_alpha(alpha)
+    if isinstance(teacher_logits, Tensor):
+        members = list(teacher_logits.unbind(0)) if teacher_logits.dim() == 3 else [teacher_logits]
+    else:
+        members = list(teacher_logits)
+    check_logits(student_logits, members, labels, needs_labels=alpha < 1)
+    if labels is not None and alpha < 1:
+        check_labels(labels, student_logits.shape[-1])
+    return distillation_loss_unchecked(
+        student_logits, teacher_logits, labels, temperature=temperature, alpha=alpha
+    )
+
+
+def distillation_loss_unchecked(
+    student_logits: Tensor,
+    teacher_logits: TeacherLogits | None,
+    labels: Tensor | None,
+    *,
+    temperature: float,
+    alpha: float,
+    teacher_log_probs: Tensor | None = None,
+) -> Tensor:
+    """:func:`distillation_loss` without validation: the sum of :func:`hinton_terms`.
+
+    ``teacher_log_probs`` may be given instead of ``teacher_logits`` when the soft targets were
+    precomputed.
+    """
+    terms = hinton_terms(
+        student_logits,
+        teacher_logits,
+        labels,
+        temperature=temperature,
+        alpha=alpha,
+        teacher_log_probs=teacher_log_probs,
+    )
+    return sum_terms(terms)
+
+
+def hinton_terms(
+    student_logits: Tensor,
+    teacher_logits: TeacherLogits | None,
+    labels: Tensor | None,
+    *,
+    temperature: float,
+    alpha: float,
+    teacher_log_probs: Tensor | None = None,
+) -> dict[str, Tensor]:
+    """The two weighted terms of the objective, unchecked: ``soft`` (if alpha > 0), ``hard``
+    (if alpha < 1). A term of weight 0 is left out, so its work is not done."""
+    terms = {}
+    if alpha > 0:
+        if teacher_log_probs is None:
+            if teacher_logits is None:
+                raise KDistillError(
+                    "the 'hinton' loss needs a teacher (alpha > 0): give one, or train on hard "
+                    "labels with the 'cross-entropy' loss"
+                )
+            teacher_log_probs = log_soft_targets(teacher_logits, temperature)
+        student_log_probs = F.log_softmax(student_logits / temperature, dim=-1)
+        kl = F.kl_div(student_log_probs, teacher_log_probs, reduction="batchmean", log_target=True)
+        terms["soft"] = alpha * temperature**2 * kl
+    if alpha < 1:
+        terms["hard"] = (1 - alpha) * F.cross_entropy(student_logits, labels)
+    return terms
+
+
+def sum_terms(terms: dict[str, Tensor]) -> Tensor:
+    """The loss the terms add up to, summed in their order (the training loop does the same)."""
+    if not terms:
+        raise KDistillError("a loss returned no terms: it must return at least one")
+    values = iter(terms.values())
+    total = next(values)
+    for value in values:
+        total = total + value
+    return total
+
+
+class DistillationLoss(nn.Module):
+    """``nn.Module`` form of :func:`distillation_loss` with a fixed temperature and alpha.
+
+    Example::
+
+        criterion = DistillationLoss(temperature=20.0, alpha=0.9)
+        loss = criterion(student(x), teacher_logits, y)
+    """
+
+    def __init__(self, temperature: float = 1.0, alpha: float = 0.5) -> None:
+        super().__init__()
+        self.temperature = check_temperature(temperature)
+        self.alpha = check_alpha(alpha)
+
+    def forward(
+        self, student_logits: Tensor, teacher_logits: TeacherLogits, labels: Tensor | None = None
+    ) -> Tensor:
+        """Return the distillation loss of a batch."""
+        return distillation_loss(
+            student_logits, teacher_logits, labels, temperature=self.temperature, alpha=self.alpha
+        )
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}, alpha={self.alpha}"
+
+
+@register
+class HintonLoss(DistillationObjective):
+    """Hinton et al. (2015) as the loop calls it: ``{"soft": ..., "hard": ...}`` per batch.
+
+    ``soft`` is ``alpha * T^2 * KL(softmax(v/T) || softmax(z/T))`` (an ensemble's soft targets
+    are the mean of its members' probabilities), ``hard`` is ``(1 - alpha) * CE(z, y)``; a term
+    of weight 0 is left out. Their sum is :func:`distillation_loss`, bit for bit.
+
+    Args:
+        temperature: T > 0 (default 1).
+        alpha: weight of the soft-target term in [0, 1] (default 1: soft targets only, as in
+            the paper's MNIST students).
+    """
+
+    name = "hinton"
+    supports_ensemble = True
+
+    def __init__(self, temperature: float = 1.0, alpha: float = 1.0) -> None:
+        super().__init__()
+        self.temperature = check_temperature(temperature)
+        self.alpha = check_alpha(alpha)
+
+    def forward(
+        self, student_logits: Tensor, teacher_logits: Tensor | None, labels: Tensor
+    ) -> dict[str, Tensor]:
+        """The weighted soft and hard terms of a batch (see the class docstring)."""
+        return hinton_terms(
+            student_logits, teacher_logits, labels, temperature=self.temperature, alpha=self.alpha
+        )
+
+    def arguments(self) -> dict[str, Any]:
+        """``{"temperature": T, "alpha": alpha}``."""
+        return {"temperature": self.temperature, "alpha": self.alpha}
