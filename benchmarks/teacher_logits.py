@@ -185,12 +185,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own)")
     parser.add_argument("--data-dir", help="folder holding mnist/ (default $KDISTILL_DATA)")
     parser.add_argument("--json", help="where to write the results")
+    parser.add_argument(
+        "--epochs-only",
+        action="store_true",
+        help="only the epoch table (2): the file covers just the timed examples (~4x cheaper)",
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     sizes = QUICK if args.quick else FULL
     info = machine()
     dataset = get_data(args.quick, args.data_dir)
+    if args.epochs_only:  # a dataset of the timed examples alone: a smaller file, same epochs
+        args.no_bf16 = True
+        first = torch.arange(sizes.epoch_examples)
+        dataset = Dataset(dataset.name, dataset.train.subset(first), dataset.test,
+                          dataset.class_names)  # fmt: skip
+        dataset.train.example_index = None  # canonical order of this smaller dataset
     info.update(data=dataset.name, train_examples=len(dataset.train))
     print(f"load {info['loadavg_start']}, {info['torch_threads']} thread(s), {dataset.name}",
           flush=True)  # fmt: skip
@@ -221,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         epoch_rows = time_epochs(dataset, teacher, files["float32"], sizes)
         print(epoch_rows, f"load {os.getloadavg()[0]:.2f}", flush=True)
-        fp16_rows = fp16_effect(dataset, files, sizes)
+        fp16_rows = [] if args.epochs_only else fp16_effect(dataset, files, sizes)
 
     speed = {r["row"]: r["examples_per_s"] for r in epoch_rows}
     ratios = {
@@ -240,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {"machine": info, "write": write_rows, "epochs": epoch_rows, "ratios": ratios,
               "fp16": fp16_rows}  # fmt: skip
     default = "teacher_logits-quick.json" if args.quick else "teacher_logits.json"
+    if args.epochs_only:
+        default = default.replace(".json", "-epochs.json")
     path = Path(args.json) if args.json else REPO / "benchmarks" / "results" / default
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
