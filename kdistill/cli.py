@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     distill = commands.add_parser("distill", help="distill a student from teacher run(s)")
     _add_run_arguments(distill, default_model="mlp:800x800")
-    distill.add_argument(
+    source = distill.add_mutually_exclusive_group(required=True)  # a teacher, or its logits
+    source.add_argument(
         "--teacher",
         action="append",
         default=[],
@@ -65,8 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="teacher run folder, or a state_dict .pt file with --teacher-model; repeat for an "
         "ensemble (mean of probabilities)",
     )
+    _add_teacher_logits_argument(source)
     _add_teacher_model_argument(distill)
-    _add_teacher_logits_argument(distill)
     _add_loss_arguments(distill)
     distill.add_argument(
         "--drop-classes", type=_int_list, default=[], help="transfer set without these, e.g. 3"
@@ -83,12 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
         "sweep", help="distill a student for every temperature and alpha of a grid (resumable)"
     )
     _add_run_arguments(sweep, default_model="mlp:800x800", resume=False)
-    sweep.add_argument(
+    source = sweep.add_mutually_exclusive_group(required=True)  # a teacher, or its logits
+    source.add_argument(
         "--teacher", action="append", default=[], metavar="RUN",
         help="teacher run folder or state_dict .pt file (repeat for an ensemble)",
     )  # fmt: skip
+    _add_teacher_logits_argument(source)
     _add_teacher_model_argument(sweep)
-    _add_teacher_logits_argument(sweep)
     sweep.add_argument(
         "--temperature", "-T", default="1,2,4,8,20", help="temperatures (default 1,2,4,8,20)"
     )
@@ -152,7 +154,7 @@ def _add_teacher_model_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_teacher_logits_argument(parser: argparse.ArgumentParser) -> None:
+def _add_teacher_logits_argument(parser) -> None:
     parser.add_argument(
         "--teacher-logits",
         metavar="FILE",
@@ -303,7 +305,6 @@ def _cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
 def _cmd_distill(args: argparse.Namespace, argv: list[str]) -> int:
     from kdistill.runs import RunSpec
 
-    _check_teacher_source(args)
     spec = RunSpec(
         model=args.model,
         dataset=args.dataset,
@@ -321,12 +322,6 @@ def _cmd_distill(args: argparse.Namespace, argv: list[str]) -> int:
     for teacher in spec.teachers:
         _check_teacher(teacher)
     return _execute(spec, args, "distill", argv)
-
-
-def _check_teacher_source(args: argparse.Namespace) -> None:
-    """Exactly one of --teacher (repeatable) and --teacher-logits."""
-    if bool(args.teacher) == bool(args.teacher_logits):
-        raise KDistillError("give either --teacher RUN (one or more) or --teacher-logits FILE")
 
 
 def _cmd_teacher_logits(args: argparse.Namespace, argv: list[str]) -> int:
@@ -389,7 +384,6 @@ def _cmd_sweep(args: argparse.Namespace, argv: list[str]) -> int:
     from kdistill.sweep import Sweep, run_sweep, summarize
 
     refuse_torchrun("sweep")
-    _check_teacher_source(args)
     for teacher in args.teacher:
         _check_teacher(teacher)
     settings = {k: v for k, v in vars(args).items() if k not in ("temperature", "alpha")}
