@@ -245,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     info["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     for table in (write_rows, epoch_rows, fp16_rows):
-        print(format_table(table))
+        if table:
+            print(format_table(table))
     print("  ".join(f"{k}={v}" for k, v in ratios.items()))
     print(f"teacher test errors {info['teacher_test_errors']}; load at end {info['loadavg_end']}")
     result = {"machine": info, "write": write_rows, "epochs": epoch_rows, "ratios": ratios,
