@@ -1,4 +1,4 @@
-"""The ``kdistill`` command line: train, distill, sweep, evaluate, plot and the demo.
+"""The ``kdistill`` command line: train, distill, sweep, teacher-logits, evaluate, plot, demo.
 
 Every command validates its input at this boundary; a bad value ends the command with one line
 on stderr (``kdistill: error: ...``) and exit status 2, never a traceback.
@@ -87,14 +87,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     distill = commands.add_parser("distill", help="distill a student from teacher run(s)")
     _add_run_arguments(distill, default_model="mlp:800x800", teacher_dataset=True)
-    distill.add_argument(
+    source = distill.add_mutually_exclusive_group(required=True)  # a teacher, or its logits
+    source.add_argument(
         "--teacher",
         action="append",
-        required=True,
+        default=[],
         metavar="RUN",
         help="teacher run folder, or a state_dict .pt file with --teacher-model; repeat for an "
         "ensemble (mean of probabilities)",
     )
+    _add_teacher_logits_argument(source)
     _add_teacher_model_argument(distill)
     _add_loss_arguments(distill)
     distill.add_argument(
@@ -120,10 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
         "sweep", help="distill a student for every temperature and alpha of a grid (resumable)"
     )
     _add_run_arguments(sweep, default_model="mlp:800x800", resume=False, teacher_dataset=True)
-    sweep.add_argument(
-        "--teacher", action="append", required=True, metavar="RUN",
+    source = sweep.add_mutually_exclusive_group(required=True)  # a teacher, or its logits
+    source.add_argument(
+        "--teacher", action="append", default=[], metavar="RUN",
         help="teacher run folder or state_dict .pt file (repeat for an ensemble)",
     )  # fmt: skip
+    _add_teacher_logits_argument(source)
     _add_teacher_model_argument(sweep)
     sweep.add_argument(
         "--temperature", "-T", default="1,2,4,8,20", help="temperatures (default 1,2,4,8,20)"
@@ -132,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--seeds", type=int, default=1, help="seeds per cell (default 1)")
     _add_trust_code_argument(sweep)
     sweep.set_defaults(handler=_cmd_sweep)
+
+    _add_teacher_logits_command(commands)
 
     plot = commands.add_parser("plot", help="test-error and loss curves of runs in one PNG")
     plot.add_argument("runs", nargs="+", metavar="RUN", help="run folders")
@@ -187,6 +193,42 @@ def _add_teacher_model_argument(parser: argparse.ArgumentParser) -> None:
         metavar="SPEC",
         help="architecture of state_dict teacher files, e.g. cnn:32x64 or mymodels:my_cnn",
     )
+
+
+def _add_teacher_logits_argument(parser) -> None:
+    parser.add_argument(
+        "--teacher-logits",
+        metavar="FILE",
+        help="distil from a file written by `kdistill teacher-logits` instead of --teacher "
+        "(no teacher is loaded; with --jitter each example's shift picks its logits)",
+    )
+
+
+def _add_teacher_logits_command(commands) -> None:
+    logits = commands.add_parser(
+        "teacher-logits",
+        help="write a teacher's logits on every training example and jitter shift, once",
+    )
+    logits.add_argument("teachers", nargs="+", metavar="RUN", help="teacher run(s); 2+: ensemble")
+    _add_teacher_model_argument(logits)
+    logits.add_argument("--dataset", required=True, help=f"one of {', '.join(DATASET_NAMES)}")
+    logits.add_argument("--data-dir", help="folder with mnist/ and fashion-mnist/")
+    logits.add_argument("--download", action="store_true", help="fetch missing data files")
+    logits.add_argument(
+        "--jitter", type=int, default=0, help="every shift in [-K, K]^2: (2K+1)^2 views"
+    )
+    logits.add_argument("--out", required=True, metavar="FILE", help="the file to write")
+    logits.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "float16"],
+        help="stored precision (default float32; float16 halves the file)",
+    )
+    logits.add_argument("--device", default="auto", help="where the teacher runs")
+    logits.add_argument(
+        "--bf16", action="store_true", help="teacher under bf16 autocast (faster, not exact)"
+    )
+    logits.set_defaults(handler=_cmd_teacher_logits)
 
 
 def _add_loss_arguments(parser: argparse.ArgumentParser) -> None:
@@ -372,6 +414,7 @@ def _cmd_distill(args: argparse.Namespace, argv: list[str]) -> int:
         train_fraction=args.fraction,
         teacher_model=args.teacher_model,
         holdout_fraction=args.holdout_fraction,
+        teacher_logits=args.teacher_logits,
     )
     spec.validate()
     return _execute(spec, args, "distill", argv)
@@ -389,6 +432,42 @@ def _teacher_dataset(args: argparse.Namespace) -> str:
             if isinstance(dataset, str):
                 return dataset
     return "digits"
+
+
+def _cmd_teacher_logits(args: argparse.Namespace, argv: list[str]) -> int:
+    from kdistill.distributed import refuse_torchrun
+    from kdistill.runs import cached_dataset
+    from kdistill.teacher_logits import write_for_teachers
+    from kdistill.train import resolve_device
+
+    refuse_torchrun("teacher-logits")
+    if Path(args.out).exists():
+        raise KDistillError(
+            f"{args.out} already exists (students' runs record its sha256): choose another "
+            "--out, or delete it first"
+        )
+    if args.jitter < 0:
+        raise KDistillError(f"--jitter must be >= 0 pixels, got {args.jitter}")
+    for teacher in args.teachers:
+        _check_teacher(teacher)
+    dataset = cached_dataset(args.dataset, args.data_dir, args.download)
+    written = write_for_teachers(
+        args.teachers,
+        dataset,
+        args.out,
+        max_shift=args.jitter,
+        teacher_model=args.teacher_model,
+        dtype=args.dtype,
+        device=resolve_device(args.device),
+        bf16=args.bf16,
+    )
+    views = (2 * args.jitter + 1) ** 2
+    print(
+        f"teacher logits {tuple(written['shape'])} ({views} views, {args.dtype}) of "
+        f"{args.dataset} written to {args.out} in {written['total_seconds']} s; "
+        f"sha256 {written['sha256']}"
+    )
+    return 0
 
 
 def _check_teacher(teacher: str) -> None:
@@ -426,6 +505,7 @@ def _cmd_sweep(args: argparse.Namespace, argv: list[str]) -> int:
             teachers=args.teacher,
             train=_train_config(argparse.Namespace(**settings)),
             teacher_model=args.teacher_model,
+            teacher_logits=args.teacher_logits,
         ),
         temperatures=_float_grid(args.temperature, "--temperature"),
         alphas=_float_grid(args.alpha, "--alpha"),
@@ -487,7 +567,7 @@ def _execute(spec, args: argparse.Namespace, command: str, argv: list[str]) -> i
         )
     if not ctx.is_main:
         return 0
-    role = "student" if spec.teachers else "model"
+    role = "student" if spec.teachers or spec.teacher_logits else "model"
     rows = [_cost_row(role, spec.model, metrics["test"], metrics["cost"]["model"])]
     for folder, cost in zip(spec.teachers, metrics["cost"].get("teacher", []), strict=True):
         if Path(folder).is_file():  # a state_dict file: no run folder to read its test score

@@ -24,12 +24,12 @@ from kdistill.losses.registry import LOSSES, default_loss, make_loss
 # RunSpec fields that make a run what it is. ``train`` stands for every TRAIN_IDENTITY field.
 RUN_IDENTITY = (
     "model", "dataset", "data_dir", "teachers", "teacher_model", "drop_classes", "keep_classes",
-    "train_fraction", "holdout_fraction", "train",
+    "train_fraction", "holdout_fraction", "teacher_logits", "train",
 )  # fmt: skip
 # Saved beside them in config.json but derived from them (the data set decides the shapes).
 RUN_DERIVED = ("kind", "input_shape", "num_classes")
 # RunSpec fields added after the first release: the value runs made before them had in effect.
-RUN_ADDED: dict[str, Any] = {"teacher_model": None, "holdout_fraction": 0.0}
+RUN_ADDED: dict[str, Any] = {"teacher_model": None, "holdout_fraction": 0.0, "teacher_logits": None}
 
 TRAIN_IDENTITY = (
     "epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule", "lr_decay",
@@ -82,7 +82,8 @@ def current_run_config(saved: Mapping[str, Any]) -> dict[str, Any]:
     run = dict(saved)
     for key, value in RUN_ADDED.items():
         run.setdefault(key, value)
-    run["train"] = current_train_config(run.get("train", {}), distilling=bool(run.get("teachers")))
+    distilling = bool(run.get("teachers")) or run.get("teacher_logits") is not None
+    run["train"] = current_train_config(run.get("train", {}), distilling=distilling)
     return run
 
 

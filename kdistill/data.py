@@ -131,25 +131,45 @@ DATASET_NAMES = ("digits", *IDX_DATASETS)
 
 @dataclass
 class Split:
-    """Images and labels of one split, in memory."""
+    """Images and labels of one split, in memory.
+
+    ``example_index`` says which examples of the split it was taken from these are, by position
+    (``None``: the split is itself in canonical order, example ``i`` at position ``i``). Subsets
+    carry it, so a transfer set made by dropping classes or taking a fraction still knows each
+    example's index in the dataset's training split (teacher-logits files are looked up by it).
+    """
 
     images: Tensor  # (N, 1, H, W) float32 in [0, 1]
     labels: Tensor  # (N,) int64
+    example_index: Tensor | None = None  # (N,) int64: positions in the canonical split
 
     def __post_init__(self) -> None:
         if self.images.shape[0] != self.labels.shape[0]:
             raise KDistillError(f"{self.images.shape[0]} images but {self.labels.shape[0]} labels")
+        if self.example_index is not None and len(self.example_index) != len(self.labels):
+            raise KDistillError(
+                f"{len(self.example_index)} example indices but {len(self.labels)} labels"
+            )
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    @property
+    def example_ids(self) -> Tensor:
+        """Each example's index in the canonical split it comes from, ``(N,)`` int64."""
+        if self.example_index is not None:
+            return self.example_index
+        return torch.arange(len(self), device=self.labels.device)
+
     def subset(self, index: Tensor) -> Split:
         """The examples at ``index`` (a LongTensor or bool mask), as a new split."""
-        return Split(self.images[index], self.labels[index])
+        ids = self.example_ids.to(self.labels.device)
+        return Split(self.images[index], self.labels[index], ids[index])
 
     def to(self, device: torch.device | str) -> Split:
         """This split on ``device``: data lives there so training makes no host copies."""
-        return Split(self.images.to(device), self.labels.to(device))
+        index = None if self.example_index is None else self.example_index.to(device)
+        return Split(self.images.to(device), self.labels.to(device), index)
 
 
 @dataclass
@@ -412,11 +432,48 @@ def _stratified_partition(labels: Tensor, fraction: float, seed: int) -> tuple[T
 # --------------------------------------------------------------------------- batches
 
 
+def random_shifts(
+    batch: int, max_shift: int, generator: torch.Generator | None = None, device=None
+) -> Tensor:
+    """One random integer shift ``(dy, dx)`` in [-k, k]² per example, ``(batch, 2)`` int64.
+
+    Column 0 is ``dy`` (rows), column 1 is ``dx`` (columns); see :func:`shift_images` for the
+    direction. The draw is the one :func:`jitter` has always made (one ``randint`` of shape
+    ``(2, batch)``: all dy, then all dx), so runs keep their exact results.
+    """
+    k = max_shift
+    offsets = torch.randint(0, 2 * k + 1, (2, batch), generator=generator, device=device)
+    return (offsets - k).t()
+
+
+def shift_images(images: Tensor, shifts: Tensor, max_shift: int) -> Tensor:
+    """Translate each image by its own integer shift; pixels shifted in from outside are 0.
+
+    Output pixel ``(i, j)`` of example ``b`` is input pixel ``(i + dy, j + dx)`` where
+    ``(dy, dx) = shifts[b]``: a positive ``dy`` moves the picture up, a positive ``dx`` left.
+    The whole batch is moved in one gather, with no per-example Python work.
+
+    Args:
+        images: ``(B, C, H, W)``.
+        shifts: ``(B, 2)`` integers ``(dy, dx)``, each in [-max_shift, max_shift].
+        max_shift: the padding, k >= 0 (a bound on the shifts; no host sync to find it).
+    """
+    b, c, h, w = images.shape
+    k = max_shift
+    padded = torch.nn.functional.pad(images, (k, k, k, k))
+    offsets = shifts.to(images.device) + k  # (B, 2) in [0, 2k]
+    rows = (torch.arange(h, device=images.device)[None, :] + offsets[:, 0:1])[:, :, None]
+    cols = (torch.arange(w, device=images.device)[None, :] + offsets[:, 1:2])[:, None, :]
+    flat = padded.reshape(b, c, -1)
+    index = (rows * (w + 2 * k) + cols).reshape(b, 1, h * w).expand(b, c, h * w)
+    return flat.gather(2, index).reshape(b, c, h, w)
+
+
 def jitter(images: Tensor, max_shift: int, generator: torch.Generator | None = None) -> Tensor:
     """Translate each image of a batch by its own random integer shift in [-k, k] pixels.
 
-    Pixels shifted in from outside are 0. The whole batch is moved in one gather, with no
-    per-example Python work.
+    The same as ``shift_images(images, random_shifts(len(images), k, generator), k)``; use that
+    pair where the shifts themselves are needed (to look up a teacher's logits of each view).
 
     Args:
         images: ``(B, C, H, W)``.
@@ -425,15 +482,21 @@ def jitter(images: Tensor, max_shift: int, generator: torch.Generator | None = N
     """
     if max_shift <= 0:
         return images
-    b, c, h, w = images.shape
+    shifts = random_shifts(len(images), max_shift, generator, images.device)
+    return shift_images(images, shifts, max_shift)
+
+
+def shift_grid(max_shift: int) -> list[tuple[int, int]]:
+    """Every shift ``(dy, dx)`` in [-k, k]², dy-major: shift ``(dy, dx)`` is at
+    ``(dy + k) * (2k + 1) + (dx + k)``."""
+    span = range(-max_shift, max_shift + 1)
+    return [(dy, dx) for dy in span for dx in span]
+
+
+def view_index(shifts: Tensor, max_shift: int) -> Tensor:
+    """The position of each shift ``(dy, dx)`` in :func:`shift_grid` of ``max_shift``, ``(B,)``."""
     k = max_shift
-    padded = torch.nn.functional.pad(images, (k, k, k, k))
-    shifts = torch.randint(0, 2 * k + 1, (2, b), generator=generator, device=images.device)
-    rows = (torch.arange(h, device=images.device)[None, :] + shifts[0][:, None])[:, :, None]
-    cols = (torch.arange(w, device=images.device)[None, :] + shifts[1][:, None])[:, None, :]
-    flat = padded.reshape(b, c, -1)
-    index = (rows * (w + 2 * k) + cols).reshape(b, 1, h * w).expand(b, c, h * w)
-    return flat.gather(2, index).reshape(b, c, h, w)
+    return (shifts[:, 0] + k) * (2 * k + 1) + (shifts[:, 1] + k)
 
 
 def batch_indices(

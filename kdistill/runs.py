@@ -60,6 +60,7 @@ from kdistill.models import (
     imports_code,
     inference_throughput,
 )
+from kdistill.teacher_logits import TeacherLogitsFile, dataset_identity, read_teacher_logits
 from kdistill.train import TrainConfig, fit, resolve_device
 
 
@@ -69,8 +70,9 @@ class RunSpec:
 
     ``teachers`` are run folders, or plain PyTorch ``state_dict`` files (``.pt``/``.pth``,
     or ``.safetensors``) of the model ``teacher_model``; with more than one they form an
-    ensemble. The transfer-set fields select the training examples the student sees (paper,
-    section 3).
+    ensemble. Instead of teachers, ``teacher_logits`` may name a teacher-logits file (see
+    :mod:`kdistill.teacher_logits`): no teacher model is loaded. The transfer-set fields select
+    the training examples the student sees (paper, section 3).
     """
 
     model: str
@@ -83,6 +85,7 @@ class RunSpec:
     train_fraction: float = 1.0
     teacher_model: str | None = None  # the model spec of state_dict teacher files
     holdout_fraction: float = 0.0  # stratified part of the training split kept out (seeded)
+    teacher_logits: str | None = None  # a teacher-logits file, instead of teachers
 
     @classmethod
     def from_dict(cls, data: dict) -> RunSpec:
@@ -223,14 +226,15 @@ def execute(
     progress: bool = True,
     download: bool = False,
     argv: list[str] | None = None,
-    teacher_logits: torch.Tensor | None = None,
+    teacher_logits: torch.Tensor | TeacherLogitsFile | None = None,
     tensorboard: bool = False,
     trust_code: bool = False,
 ) -> dict:
     """Run ``spec`` into the folder ``out`` and return its metrics.
 
     Checkpoints every epoch into ``out``; ``resume=True`` continues a killed run.
-    ``teacher_logits`` (of the transfer set) spares recomputing them, e.g. across a sweep;
+    ``teacher_logits`` (of the transfer set) spares recomputing them, e.g. across a sweep (or
+    the file of ``spec.teacher_logits``, already read);
     ``tensorboard`` also logs every epoch to ``out/tensorboard``. Under torchrun every rank
     trains and returns the test metrics, and rank 0 alone writes ``out`` (its metrics alone
     hold ``cost``). ``trust_code`` lets teacher run folders whose config names a
@@ -253,7 +257,8 @@ def execute(
         raise KDistillError("the transfer set is empty: check drop/keep classes and fraction")
 
     # config.json and the checkpoints name the loss and all its arguments
-    spec = replace(spec, train=spec.train.with_loss(spec.train.make_loss(bool(spec.teachers))))
+    distilling = bool(spec.teachers) or spec.teacher_logits is not None
+    spec = replace(spec, train=spec.train.with_loss(spec.train.make_loss(distilling)))
     torch.manual_seed(spec.train.seed)  # the student's initial weights
     model = build_model(spec.model, dataset.input_shape, dataset.num_classes)
     teachers = [
@@ -267,13 +272,18 @@ def execute(
         )
         for path in spec.teachers
     ]
+    if spec.teacher_logits is not None and not isinstance(teacher_logits, TeacherLogitsFile):
+        teacher_logits = open_teacher_logits(spec, dataset)
 
-    config = {"kind": "distill" if teachers else "train", **asdict(spec)}
+    config = {"kind": "distill" if distilling else "train", **asdict(spec)}
     config.update(input_shape=list(dataset.input_shape), num_classes=dataset.num_classes)
     if spec.dataset != "digits":  # where the files were (also from $KDISTILL_DATA): reloadable
         config["data_dir"] = str(resolve_data_dir(spec.data_dir).resolve())
     if hashes is not None:
         config["teacher_sha256"] = hashes
+    if isinstance(teacher_logits, TeacherLogitsFile):  # resume refuses another file
+        config.update(teacher_logits_record(teacher_logits))
+        distributed.on_main(lambda: check_same_logits_file(out, teacher_logits, resume))
     created = distributed.on_main(lambda: _start_folder(out, config, resume, spec.train.seed, argv))
 
     log_board = None
@@ -374,6 +384,38 @@ def _remove_stub(out: Path, created: bool | None, log_board) -> None:
             out.rmdir()  # only when empty: never anything the user put there
         except OSError:
             pass
+
+
+def open_teacher_logits(spec: RunSpec, dataset: Dataset) -> TeacherLogitsFile:
+    """Read ``spec.teacher_logits``, refusing a file not written for ``dataset`` (its name,
+    example order, class count) or with fewer shifts than ``spec.train.jitter``."""
+    if spec.teachers:
+        raise KDistillError("give teacher runs or a teacher-logits file, not both")
+    return read_teacher_logits(
+        spec.teacher_logits, expect=dataset_identity(dataset), max_shift=spec.train.jitter
+    )
+
+
+def teacher_logits_record(logits_file: TeacherLogitsFile) -> dict:
+    """What a student's config.json records of its teacher-logits file."""
+    return {
+        "teacher_logits_sha256": logits_file.sha256,
+        "teacher_logits_teachers_sha256": logits_file.describe()["teachers_sha256"],
+    }
+
+
+def check_same_logits_file(out: Path, logits_file: TeacherLogitsFile, resume: bool) -> None:
+    """On resume, refuse a teacher-logits file other than the one the run started with."""
+    config_path = out / "config.json"
+    if not resume or not config_path.is_file():
+        return
+    recorded = json.loads(config_path.read_text()).get("teacher_logits_sha256")
+    if recorded != logits_file.sha256:
+        raise KDistillError(
+            f"the teacher-logits file {logits_file.path} has changed since {out} was started "
+            f"(sha256 {logits_file.sha256[:12]}..., recorded {str(recorded)[:12]}...): resume "
+            "with the same file, or choose a new --out"
+        )
 
 
 def transfer_split(train: Split, spec: RunSpec) -> Split:

@@ -4,10 +4,10 @@ A sweep is data (:class:`Sweep`: a base :class:`~kdistill.runs.RunSpec` and the 
 ``"hinton"`` loss's temperature and alpha); each cell is an ordinary run folder made by
 :func:`~kdistill.runs.execute`, so the one training loop does all the work. The loop works from
 the teacher's raw logits, which depend on neither T nor alpha: they are computed once per
-transfer set and every cell trains from that one cache. A sweep is resumable: finished cells
-are read back, a cell killed mid-run continues from its last checkpoint. It writes
-``sweep.csv`` (one row per cell and seed) and ``heatmap.png`` (mean test errors over seeds,
-best cell marked).
+transfer set (or read once from a teacher-logits file) and every cell trains from that one
+cache. A sweep is resumable: finished cells are read back, a cell killed mid-run continues from
+its last checkpoint. It writes ``sweep.csv`` (one row per cell and seed) and ``heatmap.png``
+(mean test errors over seeds, best cell marked).
 """
 
 from __future__ import annotations
@@ -35,10 +35,12 @@ from kdistill.models import build_model
 from kdistill.runs import (
     RunSpec,
     cached_dataset,
+    check_same_logits_file,
     check_same_run,
     execute,
     is_complete,
     load_teacher,
+    open_teacher_logits,
     transfer_split,
     weights_sha256,
 )
@@ -86,8 +88,10 @@ class Sweep:
             raise KDistillError(f"repeated temperature in the grid {self.temperatures}")
         if len(set(self.alphas)) != len(self.alphas):
             raise KDistillError(f"repeated alpha in the grid {self.alphas}")
-        if not self.base.teachers:
-            raise KDistillError("a sweep distills from a teacher: give --teacher RUN")
+        if not self.base.teachers and self.base.teacher_logits is None:
+            raise KDistillError(
+                "a sweep distills from a teacher: give --teacher RUN or --teacher-logits FILE"
+            )
         for teacher in self.base.teachers:
             path = Path(teacher)
             if path.is_dir() and not (path / "model.safetensors").is_file():
@@ -158,18 +162,21 @@ def run_sweep(
     make_folder(out)
     atomic_write_json(out / "sweep.json", _jsonable(sweep))
     logits_by_seed: dict[int | None, torch.Tensor] = {}
+    logits_file = open_teacher_logits(base, dataset) if base.teacher_logits else None
     rows: list[dict] = []
     cells = sweep.cells()
     for number, (name, spec) in enumerate(cells, start=1):
         folder = out / name
         if is_complete(folder):
             check_same_run(folder, spec, hashes)
+            if logits_file is not None:
+                check_same_logits_file(folder, logits_file, resume=True)
             metrics = json.loads((folder / "metrics.json").read_text())
         else:
             resume = has_checkpoint(folder)
             print(f"[{number}/{len(cells)}] {name}" + (" (resuming)" if resume else ""), flush=True)
-            teacher_logits = None
-            if _can_share_logits(spec):
+            teacher_logits = logits_file
+            if logits_file is None and _can_share_logits(spec):
                 # The transfer set depends on the seed only when it is a random fraction.
                 key = spec.train.seed if spec.train_fraction < 1 else None
                 if key not in logits_by_seed:

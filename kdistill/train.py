@@ -29,7 +29,15 @@ from tqdm.auto import tqdm
 from kdistill import distributed
 from kdistill.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from kdistill.compat import config_differences, current_train_config, describe_differences
-from kdistill.data import Split, as_batches, batch_indices, jitter, train_val_split
+from kdistill.data import (
+    Split,
+    as_batches,
+    batch_indices,
+    random_shifts,
+    shift_images,
+    train_val_split,
+    view_index,
+)
 from kdistill.errors import KDistillError
 from kdistill.losses import (
     DistillationObjective,
@@ -42,6 +50,7 @@ from kdistill.losses import (
 )
 from kdistill.losses.registry import DISTILLATION_DEFAULT
 from kdistill.models import max_norm_
+from kdistill.teacher_logits import TeacherLogitsFile, raw_logit_table
 
 Teacher = nn.Module | Sequence[nn.Module]
 Data = Split | torch.utils.data.Dataset | torch.utils.data.DataLoader
@@ -235,7 +244,7 @@ def fit(
     config: TrainConfig,
     *,
     teacher: Teacher | None = None,
-    teacher_logits: Tensor | None = None,
+    teacher_logits: Tensor | TeacherLogitsFile | None = None,
     loss: DistillationObjective | None = None,
     test: Split | None = None,
     val: Split | None = None,
@@ -256,7 +265,9 @@ def fit(
         teacher: a trained model or a list of them (an ensemble); frozen, run in eval mode.
         teacher_logits: precomputed teacher logits for ``train``, ``(N, C)`` or ``(M, N, C)``
             in example order (e.g. shared by every cell of a sweep); computed here when
-            caching applies.
+            caching applies. Or a :class:`~kdistill.teacher_logits.TeacherLogitsFile` (then no
+            teacher is needed): looked up by each example's canonical index
+            (``train.example_ids``) and, with jitter, by each example's shift.
         loss: a loss object to use instead of the one the config names (then the config
             names none); checkpoints record its name and ``arguments()``.
         test: scored after every epoch (reported only; never used to choose anything).
@@ -350,6 +361,7 @@ class _Run:
     steps_per_epoch: int
     global_batch: int
     net: nn.Module | None = None  # the model as trained (DDP-wrapped under torchrun)
+    teacher_views: bool = False  # cache from a teacher-logits file: (V, N, C) or (M, V, N, C)
 
 
 def _loss_and_config(
@@ -376,7 +388,7 @@ def _prepare(
     config: TrainConfig,
     objective: DistillationObjective,
     teacher: Teacher | None,
-    teacher_logits: Tensor | None,
+    teacher_logits: Tensor | TeacherLogitsFile | None,
     val: Split | None,
 ) -> _Run:
     """Check the models and data, seed, and build the cache, optimizer and schedule."""
@@ -413,7 +425,12 @@ def _prepare(
     train_images = train_labels = cache = None
     if stream is None:
         train_images, train_labels = train.images.to(device), train.labels.to(device)
-    if members or teacher_logits is not None:
+    views = isinstance(teacher_logits, TeacherLogitsFile)
+    if views:
+        cache = _file_cache(teacher_logits, train, stream, config, num_classes)
+        if teacher_logits.ensemble:
+            check_ensemble_support(objective, cache.shape[0])
+    elif members or teacher_logits is not None:
         cache = _teacher_cache(teacher, train_images, stream, teacher_logits, config, num_classes)
         if cache is not None and cache.dim() == 3:
             check_ensemble_support(objective, cache.shape[0])
@@ -427,7 +444,7 @@ def _prepare(
         distilling=bool(members) or teacher_logits is not None, stream=stream,
         train_images=train_images, train_labels=train_labels, teacher_cache=cache, val=val,
         num_classes=num_classes, data_gen=data_gen, optimizer=optimizer, scheduler=scheduler,
-        steps_per_epoch=steps_per_epoch, global_batch=global_batch,
+        steps_per_epoch=steps_per_epoch, global_batch=global_batch, teacher_views=views,
     )  # fmt: skip
 
 
@@ -444,8 +461,8 @@ def _train_epoch(run: _Run, epoch: int, bar: tqdm) -> dict:
     limit = _loss_limit(run.num_classes, temperature)
     step_losses = torch.zeros(run.steps_per_epoch, device=run.device)
     step_terms: dict[str, Tensor] = {}  # a term a step leaves out counts as 0 there
-    for step, (index, x, y, share) in enumerate(_epoch_batches(run)):
-        loss, terms = _train_step(run, index, x, y, share)
+    for step, (index, x, y, shifts, share) in enumerate(_epoch_batches(run)):
+        loss, terms = _train_step(run, index, x, y, shifts, share)
         step_losses[step] = loss
         for name, value in terms.items():
             if name not in step_terms:
@@ -481,8 +498,11 @@ def _progress_bar(run: _Run, epochs_done: int, progress: bool) -> tqdm:
     )
 
 
-def _epoch_batches(run: _Run) -> Iterator[tuple[Tensor | None, Tensor, Tensor, float]]:
-    """This rank's ``(index, x, y, share)`` batches of one shuffled (and jittered) epoch."""
+def _epoch_batches(
+    run: _Run,
+) -> Iterator[tuple[Tensor | None, Tensor, Tensor, Tensor | None, float]]:
+    """This rank's ``(index, x, y, shifts, share)`` batches of one shuffled (and jittered)
+    epoch; ``shifts`` ``(B, 2)`` are each example's jitter shift (None without jitter)."""
     config = run.config
     if run.stream is None:
         return _split_batches(
@@ -494,13 +514,13 @@ def _epoch_batches(run: _Run) -> Iterator[tuple[Tensor | None, Tensor, Tensor, f
 
 
 def _train_step(
-    run: _Run, index: Tensor | None, x: Tensor, y: Tensor, share: float
+    run: _Run, index: Tensor | None, x: Tensor, y: Tensor, shifts: Tensor | None, share: float
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """One optimizer step; returns the (detached) loss and its terms."""
     config = run.config
     with _autocast(run.device, config.bf16):
         logits = run.net(x).float()
-    terms = run.objective(logits, _batch_teacher_logits(run, index, x), y)
+    terms = run.objective(logits, _batch_teacher_logits(run, index, x, shifts), y)
     loss = sum_terms(terms)
     if run.ctx.distributed:  # this shard's weight in the global batch's mean loss
         if len(index):
@@ -518,13 +538,19 @@ def _train_step(
     return loss.detach(), {k: v.detach() for k, v in terms.items()}
 
 
-def _batch_teacher_logits(run: _Run, index: Tensor | None, x: Tensor) -> Tensor | None:
-    """The teacher's raw logits of a batch: cached, or computed online; None without one."""
+def _batch_teacher_logits(
+    run: _Run, index: Tensor | None, x: Tensor, shifts: Tensor | None
+) -> Tensor | None:
+    """The teacher's raw logits of a batch: cached (from a file: each example's view of its
+    shift), or computed online; None without one."""
     if not run.distilling:
         return None
     cache = run.teacher_cache
     if cache is None:
         return _online_teacher_logits(run.members, x, run.device, run.config.bf16)
+    if run.teacher_views:  # (V, N, C) or (M, V, N, C): view of each shift, then example
+        views = 0 if shifts is None else view_index(shifts, run.config.jitter)
+        return cache[views, index] if cache.dim() == 3 else cache[:, views, index]
     return cache[index] if cache.dim() == 2 else cache.index_select(1, index)
 
 
@@ -585,6 +611,27 @@ def _teacher_cache(
             f"({size}, {num_classes}) (or (members, {size}, {num_classes})) for this transfer set"
         )
     return cache.clone()  # a normal tensor, usable outside inference mode
+
+
+def _file_cache(
+    logits_file: TeacherLogitsFile, train: Data, stream, config: TrainConfig, classes: int
+) -> Tensor:
+    """The raw logits of every transfer example under every shift the run can draw, from a
+    teacher-logits file: ``(V, N, C)``, or ``(M, V, N, C)`` for an ensemble; view
+    ``view_index(shifts, config.jitter)``. Examples are looked up by canonical index."""
+    logits_file.check_run(config.jitter, classes)
+    if stream is not None and not stream.indexed:
+        raise KDistillError(
+            "a teacher-logits file is looked up by example index: pass the Dataset itself, "
+            "not a DataLoader (whose batches carry no indices)"
+        )
+    if stream is None:  # by canonical example index, labels checked example by example
+        positions = logits_file.positions(train.example_ids, train.labels)
+    else:  # a Dataset: its own indices
+        positions = logits_file.positions(torch.arange(len(stream)))
+    device = resolve_device(config.device)
+    table = raw_logit_table(logits_file, positions, config.jitter, device)  # (M, V, N, C)
+    return table if logits_file.ensemble else table[0]
 
 
 def _checkpoint_state(run: _Run, loop: _Loop, result: FitResult) -> dict:
@@ -684,25 +731,34 @@ def _split_batches(
     generator: torch.Generator,
     max_shift: int,
     ctx: distributed.Context,
-) -> Iterator[tuple[Tensor, Tensor, Tensor, float]]:
-    """This rank's ``(index, x, y, share)`` of each global batch of a shuffled epoch.
+) -> Iterator[tuple[Tensor, Tensor, Tensor, Tensor | None, float]]:
+    """This rank's ``(index, x, y, shifts, share)`` of each global batch of a shuffled epoch.
 
+    ``shifts`` are the jitter shifts ``(B, 2)`` of the examples (None without jitter).
     ``share`` is the shard's weight in the global batch's mean (1 in one process). Jitter shifts
     are drawn for the whole global batch, as one process draws them, so every rank's generator
     stays in step and the shards are those of the one-process run.
     """
     for chunk in batch_indices(len(images), global_batch, generator):
         rows = distributed.shard_slice(len(chunk), ctx.rank, ctx.world_size)
-        index = chunk[rows]
-        x = jitter(images[chunk], max_shift, generator)[rows] if max_shift else images[index]
-        yield index, x, labels[index], ctx.world_size * len(index) / len(chunk)
+        index, shifts = chunk[rows], None
+        if max_shift:
+            shifts = random_shifts(len(chunk), max_shift, generator, images.device)[rows]
+            x = shift_images(images[index], shifts, max_shift)
+        else:
+            x = images[index]
+        yield index, x, labels[index], shifts, ctx.world_size * len(index) / len(chunk)
 
 
 def _jittered(
     batches: Iterator[tuple[Tensor | None, Tensor, Tensor]], max_shift: int, generator
-) -> Iterator[tuple[Tensor | None, Tensor, Tensor, float]]:
+) -> Iterator[tuple[Tensor | None, Tensor, Tensor, Tensor | None, float]]:
     for index, x, y in batches:
-        yield index, jitter(x, max_shift, generator), y, 1.0
+        if not max_shift:
+            yield index, x, y, None, 1.0
+            continue
+        shifts = random_shifts(len(x), max_shift, generator, x.device)
+        yield index, shift_images(x, shifts, max_shift), y, shifts, 1.0
 
 
 def _online_teacher_logits(

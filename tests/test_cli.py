@@ -142,7 +142,7 @@ def test_more_one_line_errors(tmp_path, capsys):
         main(["distill", "--model", "mlp:8"])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "the following arguments are required: --teacher" in err[0]
+    assert len(err) == 1 and "one of the arguments --teacher --teacher-logits is required" in err[0]
 
 
 def test_demo_distilled_student_beats_student_alone(tmp_path, capsys):

@@ -74,7 +74,7 @@ def test_dataset_path_is_bitwise_the_in_memory_path() -> None:
     # Logits cached by example index: the teacher saw the transfer set once (plus one probe).
     assert teacher.seen == len(split) + 1
     assert evaluate(from_dataset, test) == evaluate(
-        from_dataset, TensorDataset(*vars(test).values())
+        from_dataset, TensorDataset(test.images, test.labels)
     )
 
 
