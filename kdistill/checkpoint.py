@@ -121,14 +121,6 @@ def save_checkpoint(folder: str | Path, state: dict[str, Any], epoch: int) -> Pa
     return folder / name
 
 
-def remove_checkpoints(folder: str | Path) -> None:
-    """Delete a finished run's checkpoints (the pointer first, so none is left half-named)."""
-    folder = Path(folder)
-    (folder / POINTER).unlink(missing_ok=True)
-    for old in folder.glob("checkpoint-epoch*.pt"):
-        old.unlink(missing_ok=True)
-
-
 def has_checkpoint(folder: str | Path) -> bool:
     """Whether ``folder`` holds a checkpoint pointer."""
     return (Path(folder) / POINTER).is_file()
