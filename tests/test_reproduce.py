@@ -48,8 +48,10 @@ def test_paper_teacher_is_the_plain_train_command(tmp_path: Path) -> None:
     from kdistill.cli import _train_config, build_parser
 
     args = build_parser().parse_args(
-        "train --dataset mnist --model mlp:1200x1200,dropout=0.5,input_dropout=0.2 "
-        "--max-norm 3.5 --jitter 2 --epochs 200 --lr 0.1 --seed 0".split()
+        "train --dataset mnist "
+        "--model mlp:1200x1200,dropout=0.5,input_dropout=0.2,input_mean=0.5,input_std=0.5 "
+        "--max-norm 3.873 --jitter 2 --epochs 800 --lr 0.01 --schedule exponential "
+        "--lr-decay 0.99309 --bf16 --seed 0".split()
     )
     command = RunSpec(model=args.model, dataset="mnist", train=_train_config(args))
     planned = h.plan(h.PROFILES["paper"], tmp_path).runs[h.teacher_key()]

@@ -56,6 +56,9 @@ from kdistill.runs import (
 from kdistill.train import TrainConfig, predict_logits
 
 TEACHER_MODEL = "mlp:1200x1200,dropout=0.5,input_dropout=0.2"
+# The paper profile's teacher sees pixels in [-1, 1]: with them, SGD at lr 0.01 halved every
+# 100 epochs reached 66 test errors by epoch 316 (runs/paper-teacher, 2026-11-26).
+PAPER_TEACHER_MODEL = TEACHER_MODEL + ",input_mean=0.5,input_std=0.5"
 MAIN_WIDTH = 800
 MAIN_TEMPERATURE = 20.0
 MAIN_LOSS_ARGS = {"temperature": MAIN_TEMPERATURE, "alpha": 0.9}  # the "hinton" loss's
@@ -99,13 +102,15 @@ class Profile:
     """How much of the protocol to run: data, epochs, grids, ensemble size.
 
     ``data_fraction`` is the stratified part of the training set every run uses (1 = all of
-    it). ``student`` trains on hard labels (student alone, ensemble members); ``distill`` is the
+    it). ``teacher_model`` is the teacher's spec and ``teacher`` its training.
+    ``student`` trains on hard labels (student alone, ensemble members); ``distill`` is the
     student's optimiser and distillation settings; ``small`` the runs on ``small_fraction`` of
     the data (experiment 6), where the hard-label baseline may stop early on a validation split.
     """
 
     name: str
     data_fraction: float
+    teacher_model: str
     teacher: TrainConfig
     student: TrainConfig
     distill: TrainConfig
@@ -122,15 +127,19 @@ class Profile:
     note: str = ""
 
 
+# Every student, alone or distilled, at any width: the same optimiser, so a comparison is fair.
+STUDENT_OPTIMISER = functools.partial(TrainConfig, optimizer="adam", lr=1e-3, bf16=True)
+
 PROFILES = {
     # Every experiment on a tenth of MNIST at a few epochs: minutes on 2 CPU cores. It shows the
     # directions (distillation helps; the bias shift repairs a missing class), not the figures.
     "quick": Profile(
         name="quick",
         data_fraction=0.1,
+        teacher_model=TEACHER_MODEL,
         teacher=TrainConfig(epochs=40, lr=0.1, max_norm=3.5, jitter=2),
-        student=TrainConfig(epochs=12, lr=0.1),
-        distill=TrainConfig(epochs=12, lr=0.02, loss="hinton", loss_args=dict(MAIN_LOSS_ARGS)),
+        student=STUDENT_OPTIMISER(epochs=12),
+        distill=STUDENT_OPTIMISER(epochs=12, loss="hinton", loss_args=dict(MAIN_LOSS_ARGS)),
         widths=(800, 300, 30),
         temperatures=(4.0, 20.0),
         holdout_fraction=0.1,
@@ -138,29 +147,40 @@ PROFILES = {
         ensemble_size=3,
         ensemble_datasets=("mnist", "fashion-mnist"),
         small_fraction=0.03,
-        small=TrainConfig(epochs=40, lr=0.1),
+        small=STUDENT_OPTIMISER(epochs=40),
         small_val_fraction=0.2,
         small_patience=8,
         note="a tenth of the training set and a few epochs: directions only, not the paper's "
         "figures",
     ),
     # The full protocol. The teacher's settings are those of
-    # `kdistill train --dataset mnist --model mlp:1200x1200,dropout=0.5,input_dropout=0.2
-    #  --max-norm 3.5 --jitter 2 --epochs 200 --lr 0.1 --seed 0`, so such a run can be reused.
-    # 60 epochs of it reached 114 test errors (paper: 67; plateau from epoch 45), hence 200.
-    # Every full-data run trains for a fixed number of epochs with a cosine schedule to 0 and is
-    # scored once at the end: nothing is chosen on the test set except the paper's own
-    # test-chosen bias shifts, reported beside our held-out choice.
-    # Distilled students use a 5x lower learning rate than students on hard labels: the soft term
-    # (times T^2) has a gradient of T (q - p) per logit, which at T = 20 and initialisation is far
-    # larger than cross-entropy's; at lr 0.1 the quick profile's distilled student blew up in its
-    # first epoch (training loss 11, 5,808 test errors) and never caught up.
+    # `kdistill train --dataset mnist --model mlp:1200x1200,dropout=0.5,input_dropout=0.2,
+    #  input_mean=0.5,input_std=0.5 --max-norm 3.873 --jitter 2 --epochs 800 --lr 0.01
+    #  --schedule exponential --lr-decay 0.99309 --bf16 --seed 0`, so such a run can be reused:
+    # the paper's dropout 0.2/0.5, incoming weight vectors of squared length <= 15 (norm 3.873),
+    # +-2 px jitter; lr halved every 100 epochs. The earlier recipe (cosine from lr 0.1, max-norm
+    # 3.5, [0, 1] pixels) plateaued at 96 errors after 200 epochs and 86 after 600.
+    # Students alone and distilled train with the same optimiser (Adam, lr 1e-3, cosine, 60
+    # epochs): SGD at lr 0.02 (lr 0.1 blew up at T = 20) under-fitted the soft targets and ended
+    # 28 errors behind its teacher; Adam for 60 epochs ended 4 behind a teacher of 81 errors,
+    # 20 epochs 13 behind (scratch pilots, 2026-11-26). Every full-data run is scored once at
+    # the end: nothing is chosen on the test set except the paper's own test-chosen bias
+    # shifts, reported beside our held-out choice.
     "paper": Profile(
         name="paper",
         data_fraction=1.0,
-        teacher=TrainConfig(epochs=200, lr=0.1, max_norm=3.5, jitter=2),
-        student=TrainConfig(epochs=60, lr=0.1),
-        distill=TrainConfig(epochs=60, lr=0.02, loss="hinton", loss_args=dict(MAIN_LOSS_ARGS)),
+        teacher_model=PAPER_TEACHER_MODEL,
+        teacher=TrainConfig(
+            epochs=800,
+            lr=0.01,
+            schedule="exponential",
+            lr_decay=0.99309,  # halves every 100 epochs
+            max_norm=3.873,  # sqrt(15): the paper's squared length <= 15
+            jitter=2,
+            bf16=True,
+        ),
+        student=STUDENT_OPTIMISER(epochs=60),
+        distill=STUDENT_OPTIMISER(epochs=60, loss="hinton", loss_args=dict(MAIN_LOSS_ARGS)),
         widths=(800, 300, 30),
         temperatures=(1.0, 2.0, 2.5, 3.0, 4.0, 8.0, 20.0),
         holdout_fraction=0.1,
@@ -170,7 +190,7 @@ PROFILES = {
         ensemble_size=10,
         ensemble_datasets=("mnist", "fashion-mnist"),
         small_fraction=0.03,
-        small=TrainConfig(epochs=200, lr=0.1),
+        small=STUDENT_OPTIMISER(epochs=200),
         small_val_fraction=0.2,
         small_patience=30,
     ),
@@ -228,7 +248,7 @@ def plan(profile: Profile, out: str | Path, data_dir: str | None = None, seeds: 
     base = {"dataset": "mnist", "data_dir": data_dir, "train_fraction": p.data_fraction}
 
     teacher = result.add(
-        teacher_key(), RunSpec(model=TEACHER_MODEL, train=replace(p.teacher, seed=0), **base)
+        teacher_key(), RunSpec(model=p.teacher_model, train=replace(p.teacher, seed=0), **base)
     )
     teachers = [str(out / teacher)]
     main = student_model(MAIN_WIDTH)
