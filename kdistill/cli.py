@@ -174,6 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reproduce.add_argument("--data-dir", help="folder with mnist/ and fashion-mnist/")
     reproduce.add_argument("--out", help="output folder (default runs/<paper>-<profile>)")
+    reproduce.add_argument(
+        "--teacher-run",
+        metavar="RUN",
+        help="a finished teacher run made with the profile's teacher settings (e.g. the committed "
+        "docs/results/paper-teacher), copied in instead of training the teacher again",
+    )
     reproduce.add_argument("--no-progress", action="store_true", help="no progress bars")
     reproduce.set_defaults(handler=_cmd_reproduce)
 
@@ -700,6 +706,7 @@ def _cmd_reproduce(args: argparse.Namespace, argv: list[str]) -> int:
         args.seeds,
         progress=not args.no_progress,
         argv=["kdistill", *argv],
+        teacher_run=args.teacher_run,
     )
     return 0
 

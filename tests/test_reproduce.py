@@ -196,5 +196,19 @@ def test_a_finished_reproduction_is_not_run_again(quick: tuple[Path, list[str]])
     assert _records(out) == before
 
 
+def test_a_finished_teacher_is_reused_not_retrained(quick, tmp_path: Path) -> None:
+    out, _ = quick
+    source = out / h.teacher_key()
+    planned = h.plan(h.PROFILES["quick"], tmp_path / "new").runs[h.teacher_key()]
+    with pytest.raises(KDistillError, match="another config"):  # not this profile's teacher
+        paper = h.plan(h.PROFILES["paper"], tmp_path / "new").runs[h.teacher_key()]
+        h.reuse_teacher(source, tmp_path / "new" / h.teacher_key(), paper)
+    assert not (tmp_path / "new").exists()  # refused: nothing written
+    h.reuse_teacher(source, tmp_path / "new" / h.teacher_key(), planned)
+    for name in h.TEACHER_FILES:
+        copied = tmp_path / "new" / h.teacher_key() / name
+        assert copied.read_bytes() == (source / name).read_bytes()
+
+
 def _records(out: Path) -> list[dict]:
     return json.loads((out / "results.json").read_text())

@@ -33,7 +33,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from kdistill.checkpoint import atomic_write_json, atomic_write_text, has_checkpoint
+from kdistill.checkpoint import (
+    atomic_write,
+    atomic_write_json,
+    atomic_write_text,
+    has_checkpoint,
+)
 from kdistill.compat import config_differences, describe_differences
 from kdistill.errors import KDistillError
 from kdistill.reports import (
@@ -364,6 +369,25 @@ def check_same_run(folder: Path, spec: RunSpec) -> None:
         )
 
 
+TEACHER_FILES = ("config.json", "meta.json", "history.csv", "model.safetensors", "metrics.json")
+
+
+def reuse_teacher(source: Path, folder: Path, spec: RunSpec) -> None:
+    """Copy the finished teacher run ``source`` into ``folder``, if it is the planned teacher.
+
+    Refused, with nothing written, unless ``source`` is a finished run of ``spec``; a
+    ``folder`` that already holds a finished run is left as it is (and checked as usual).
+    """
+    if not is_complete(source):
+        raise KDistillError(f"--teacher-run {source} is not a finished run (no metrics.json)")
+    check_same_run(source, spec)
+    if is_complete(folder) or has_checkpoint(folder):
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in TEACHER_FILES:  # metrics.json last: a half-copied folder is not "finished"
+        atomic_write(folder / name, (source / name).read_bytes())
+
+
 def reproduce(
     profile: str | Profile,
     out: str | Path,
@@ -373,11 +397,13 @@ def reproduce(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
     argv: Sequence[str] | None = None,
+    teacher_run: str | Path | None = None,
 ) -> list[dict]:
     """Run (or continue) the whole reproduction into ``out`` and write its report there.
 
     Returns the result rows (as in ``results.json``). ``log`` gets one line per finished run
-    (default: printed at once).
+    (default: printed at once). ``teacher_run``: a finished run of the profile's teacher, copied
+    into ``out`` (when it has no teacher yet) instead of training one.
     """
     log = log or functools.partial(print, flush=True)
     if isinstance(profile, str):
@@ -389,6 +415,8 @@ def reproduce(
         data_dir = str(Path(data_dir).resolve())
     started = time.perf_counter()
     the_plan = plan(profile, out, data_dir, seeds)
+    if teacher_run is not None:
+        reuse_teacher(Path(teacher_run), out / teacher_key(), the_plan.runs[teacher_key()])
     argv = list(argv if argv is not None else ["kdistill", *sys.argv[1:]])
     total = len(the_plan.runs)
     for number, (key, spec) in enumerate(the_plan.runs.items(), 1):
