@@ -166,8 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument(
         "--profile",
         default="quick",
-        choices=["quick", "paper"],
-        help="quick: every experiment, small and short (minutes); paper: the full protocol",
+        choices=["quick", "paper", "paper-v1"],
+        help="quick: every experiment, small and short (minutes); paper: the full protocol; "
+        "paper-v1: the protocol of the first committed paper run",
     )
     reproduce.add_argument(
         "--seeds", type=int, default=1, help="seeds for the cheap rows (default 1)"
