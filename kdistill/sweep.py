@@ -211,7 +211,6 @@ def _teacher_logits(spec: RunSpec, dataset, teachers: list) -> torch.Tensor:
         teachers[0] if len(teachers) == 1 else teachers,
         transfer.images,
         spec.train.eval_batch_size,
-        spec.train.bf16,
     )
 
 

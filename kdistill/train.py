@@ -590,15 +590,15 @@ def _teacher_cache(
     size = len(train_images) if stream is None else len(stream)
     cacheable = stream is None or stream.is_deterministic()  # no random augmentation
     if teacher_logits is None and config.cache_teacher_logits and cacheable:
+        # cached logits are computed once, in fp32 even for a bf16 run: rounding them to
+        # bf16 would perturb every epoch's soft targets for a one-off saving
         if stream is None:  # each rank runs the teacher on its shard, then all gather
             ctx = distributed.context()
             shard = distributed.shard_slice(size, ctx.rank, ctx.world_size)
-            teacher_logits = predict_logits(
-                teacher, train_images[shard], config.eval_batch_size, config.bf16
-            )
+            teacher_logits = predict_logits(teacher, train_images[shard], config.eval_batch_size)
             teacher_logits = distributed.all_gather_rows(teacher_logits, size, dim=-2)
         else:
-            batches = _predict_batches(teacher, stream, config.eval_batch_size, config.bf16)
+            batches = _predict_batches(teacher, stream, config.eval_batch_size, bf16=False)
             teacher_logits = batches[0]
     if teacher_logits is None:
         return None

@@ -156,6 +156,15 @@ def test_exponential_schedule_multiplies_the_lr_by_the_decay_each_epoch(tiny_spl
     assert [row["lr"] for row in history] == pytest.approx([0.08, 0.04, 0.02])  # as used
 
 
+def test_a_bf16_run_caches_the_teachers_logits_in_fp32(tiny_split, trained_teacher):
+    config = TrainConfig(epochs=1, batch_size=32, lr=0.05, bf16=True, loss="hinton")
+    cached, given = _model(), _model()
+    fit(cached, tiny_split, config, teacher=trained_teacher, progress=False)
+    fp32_logits = predict_logits(trained_teacher, tiny_split.images)
+    fit(given, tiny_split, config, teacher_logits=fp32_logits, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(cached.parameters(), given.parameters()))
+
+
 def test_bf16_training_is_scored_in_fp32(tiny_split):
     model, test = _model(), make_split(n=128, seed=0)
     config = TrainConfig(epochs=1, batch_size=32, lr=0.05, bf16=True)
