@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdistill.errors import KDistillError
-from kdistill.losses.base import DistillationObjective
+from kdistill.losses.base import DistillationObjective, sum_terms
 from kdistill.losses.logit_utils import check_flag, student_log_probs
 from kdistill.losses.logit_utils import teacher_log_probs as teacher_log_probs_at
 from kdistill.losses.registry import register
@@ -156,17 +156,6 @@ def hinton_terms(
     if alpha < 1:
         terms["hard"] = (1 - alpha) * F.cross_entropy(student_logits, labels)
     return terms
-
-
-def sum_terms(terms: dict[str, Tensor]) -> Tensor:
-    """The loss the terms add up to, summed in their order (the training loop does the same)."""
-    if not terms:
-        raise KDistillError("a loss returned no terms: it must return at least one")
-    values = iter(terms.values())
-    total = next(values)
-    for value in values:
-        total = total + value
-    return total
 
 
 class DistillationLoss(nn.Module):
