@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import hashlib
 import io
 import json
 import os
@@ -60,7 +59,12 @@ from kdistill.models import (
     imports_code,
     inference_throughput,
 )
-from kdistill.teacher_logits import TeacherLogitsFile, dataset_identity, read_teacher_logits
+from kdistill.teacher_logits import (
+    TeacherLogitsFile,
+    dataset_identity,
+    read_teacher_logits,
+    weights_sha256,
+)
 from kdistill.train import TrainConfig, fit, resolve_device
 
 
@@ -172,24 +176,6 @@ def read_config(folder: str | Path) -> dict:
     if not isinstance(config, dict) or not isinstance(config.get("model"), str):
         raise KDistillError(f"{path} is not a kdistill run config (no model spec)")
     return config
-
-
-def weights_sha256(teacher: str | Path) -> str:
-    """The sha256 of a teacher's weights: a run's model.safetensors, or the state_dict file."""
-    path = Path(teacher)
-    if path.is_dir():
-        path = path / "model.safetensors"
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    except OSError as exc:
-        raise KDistillError(
-            f"cannot read the teacher's weights {path}: {exc.strerror}; is the teacher run "
-            "finished?"
-        ) from None
-    return digest.hexdigest()
 
 
 def accept_folder(

@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,12 +89,59 @@ def file_sha256(path: str | Path) -> str:
 
 
 def weights_sha256(teacher: str | Path) -> str:
-    """sha256 of a teacher's weights: a run folder's model.safetensors, or the weights file."""
+    """The sha256 of a teacher's weights: a run's model.safetensors, or the state_dict file.
+
+    Also :func:`kdistill.runs.weights_sha256`, what a student's run records of its teachers.
+    """
     path = Path(teacher)
-    return file_sha256(path / "model.safetensors" if path.is_dir() else path)
+    if path.is_dir():
+        path = path / "model.safetensors"
+    try:
+        return file_sha256(path)
+    except OSError as exc:
+        raise KDistillError(
+            f"cannot read the teacher's weights {path}: {exc.strerror}; is the teacher run "
+            "finished?"
+        ) from None
 
 
 # --------------------------------------------------------------------------- computing
+
+
+@torch.inference_mode()
+def predict_in_blocks(
+    model: nn.Module | Sequence[nn.Module],
+    images: Tensor,
+    block: int,
+    *,
+    bf16: bool = False,
+    forward: Callable[[nn.Module, Tensor], Tensor] | None = None,
+    dim: int = 0,
+) -> Tensor:
+    """Logits of a model, or of each member of a list (an ensemble), ``block`` examples a pass.
+
+    Each member runs in eval mode (its mode is restored after) on its own device, under bf16
+    autocast when ``bf16``. ``forward(member, x)`` turns a block ``x`` (on that device) into its
+    float32 logits, by default ``member(x).float()``; the blocks' are concatenated along ``dim``.
+
+    Returns:
+        The concatenation for one model, its stack ``(M, ...)`` for a list.
+    """
+    members = [model] if isinstance(model, nn.Module) else list(model)
+    outputs = []
+    for member in members:
+        was_training = member.training
+        member.eval()
+        device = next(member.parameters()).device
+        chunks = []
+        for start in range(0, len(images), block):
+            x = images[start : start + block].to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                chunks.append(forward(member, x) if forward else member(x).float())
+        member.train(was_training)
+        outputs.append(torch.cat(chunks, dim=dim))
+    stacked = torch.stack(outputs)
+    return stacked[0] if isinstance(model, nn.Module) else stacked
 
 
 @torch.inference_mode()
@@ -114,28 +161,17 @@ def compute_teacher_logits(
     Returns:
         ``(V, N, C)`` float32 for one model, ``(M, V, N, C)`` for a list (an ensemble).
     """
-    members = [teacher] if isinstance(teacher, nn.Module) else list(teacher)
-    if not members:
+    if not isinstance(teacher, nn.Module) and not list(teacher):
         raise KDistillError("no teacher to compute logits of")
     views = torch.tensor(shift_grid(max_shift))  # (V, 2)
+
+    def every_view(member: nn.Module, x: Tensor) -> Tensor:
+        shifts = views.repeat_interleave(len(x), 0)  # view-major rows
+        shifted = shift_images(x.repeat(len(views), 1, 1, 1), shifts, max_shift)
+        return member(shifted).float().reshape(len(views), len(x), -1).cpu()
+
     block = max(1, rows_per_pass // len(views))
-    outputs = []
-    for member in members:
-        was_training = member.training
-        member.eval()
-        device = next(member.parameters()).device
-        chunks = []
-        for start in range(0, len(images), block):
-            x = images[start : start + block].to(device)
-            every_view = views.repeat_interleave(len(x), 0)  # view-major rows
-            shifted = shift_images(x.repeat(len(views), 1, 1, 1), every_view, max_shift)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                logits = member(shifted).float()
-            chunks.append(logits.reshape(len(views), len(x), -1).cpu())
-        member.train(was_training)
-        outputs.append(torch.cat(chunks, dim=1))
-    stacked = torch.stack(outputs)
-    return stacked[0] if isinstance(teacher, nn.Module) else stacked
+    return predict_in_blocks(teacher, images, block, bf16=bf16, forward=every_view, dim=1)
 
 
 # --------------------------------------------------------------------------- writing

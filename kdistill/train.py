@@ -50,7 +50,7 @@ from kdistill.losses import (
 )
 from kdistill.losses.registry import DISTILLATION_DEFAULT
 from kdistill.models import max_norm_
-from kdistill.teacher_logits import TeacherLogitsFile, raw_logit_table
+from kdistill.teacher_logits import TeacherLogitsFile, predict_in_blocks, raw_logit_table
 
 Teacher = nn.Module | Sequence[nn.Module]
 Data = Split | torch.utils.data.Dataset | torch.utils.data.DataLoader
@@ -187,21 +187,7 @@ def predict_logits(
     model: Teacher, split_images: Tensor, batch_size: int = 2000, bf16: bool = False
 ) -> Tensor:
     """Logits of a model, ``(N, C)``, or of each ensemble member, ``(M, N, C)``, in eval mode."""
-    members = as_members(model)
-    outputs = []
-    for member in members:
-        was_training = member.training
-        member.eval()
-        device = next(member.parameters()).device
-        chunks = []
-        for start in range(0, len(split_images), batch_size):
-            x = split_images[start : start + batch_size].to(device)
-            with _autocast(device, bf16):
-                chunks.append(member(x).float())
-        member.train(was_training)
-        outputs.append(torch.cat(chunks))
-    stacked = torch.stack(outputs)
-    return stacked[0] if isinstance(model, nn.Module) else stacked
+    return predict_in_blocks(model, split_images, batch_size, bf16=bf16)
 
 
 @torch.inference_mode()
