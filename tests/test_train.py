@@ -162,7 +162,8 @@ def test_a_bf16_run_caches_the_teachers_logits_in_fp32(tiny_split, trained_teach
     fit(cached, tiny_split, config, teacher=trained_teacher, progress=False)
     fp32_logits = predict_logits(trained_teacher, tiny_split.images)
     fit(given, tiny_split, config, teacher_logits=fp32_logits, progress=False)
-    assert all(torch.equal(a, b) for a, b in zip(cached.parameters(), given.parameters()))
+    pairs = zip(cached.parameters(), given.parameters(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
 
 
 def test_bf16_training_is_scored_in_fp32(tiny_split):

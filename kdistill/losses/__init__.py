@@ -9,7 +9,7 @@
 A new loss module is imported here, so that its ``@register`` runs with the package.
 """
 
-from kdistill.losses.base import DistillationObjective, check_ensemble_support
+from kdistill.losses.base import DistillationObjective, check_ensemble_support, sum_terms
 from kdistill.losses.registry import (
     LOSSES,
     default_loss,
@@ -36,7 +36,6 @@ from kdistill.losses.hinton import (
     distillation_loss,
     distillation_loss_unchecked,
     hinton_terms,
-    sum_terms,
 )
 
 # isort: split

@@ -70,6 +70,17 @@ class DistillationObjective(nn.Module):
         return ", ".join(f"{k}={v!r}" for k, v in self.arguments().items())
 
 
+def sum_terms(terms: dict[str, Tensor]) -> Tensor:
+    """The loss the terms add up to, summed in their order (the training loop does the same)."""
+    if not terms:
+        raise KDistillError("a loss returned no terms: it must return at least one")
+    values = iter(terms.values())
+    total = next(values)
+    for value in values:
+        total = total + value
+    return total
+
+
 def constructor_parameters(cls: type[DistillationObjective]) -> list[str]:
     """The names of the keyword arguments a loss class's ``__init__`` takes."""
     parameters = inspect.signature(cls.__init__).parameters.values()

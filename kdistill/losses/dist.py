@@ -6,8 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from kdistill.errors import KDistillError
-from kdistill.losses.base import DistillationObjective
-from kdistill.losses.hinton import sum_terms
+from kdistill.losses.base import DistillationObjective, sum_terms
 from kdistill.losses.logit_utils import (
     check_inputs,
     check_label_range,

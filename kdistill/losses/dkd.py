@@ -7,13 +7,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from kdistill.errors import KDistillError
-from kdistill.losses.base import DistillationObjective
-from kdistill.losses.hinton import sum_terms
+from kdistill.losses.base import DistillationObjective, sum_terms
 from kdistill.losses.logit_utils import (
     check_count,
     check_flag,
     check_inputs,
-    check_label_range,
     check_temperature,
     check_weight,
     kl_per_example,
@@ -185,8 +183,9 @@ def dkd_loss(
     w = float(warmup_factor)
     if not 0.0 <= w <= 1.0:
         raise KDistillError(f"dkd: warmup_factor must be in [0, 1], got {warmup_factor!r}")
-    check_inputs(student_logits, teacher_logits, labels, loss="dkd", needs_labels=True)
-    check_label_range(labels, student_logits.shape[-1])
+    check_inputs(
+        student_logits, teacher_logits, labels, loss="dkd", needs_labels=True, label_range=True
+    )
     terms = dkd_terms(
         student_logits,
         teacher_logits,

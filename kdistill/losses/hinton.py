@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdistill.errors import KDistillError
-from kdistill.losses.base import DistillationObjective
-from kdistill.losses.logit_utils import check_flag, student_log_probs
+from kdistill.losses.base import DistillationObjective, sum_terms
+from kdistill.losses.logit_utils import check_flag, soft_and_hard_terms, student_log_probs
 from kdistill.losses.logit_utils import teacher_log_probs as teacher_log_probs_at
 from kdistill.losses.registry import register
 from kdistill.losses.targets import (
@@ -136,37 +136,28 @@ def hinton_terms(
     With ``standardize`` both logit vectors are z-scored before the softmax (an ensemble's
     members each on their own); precomputed ``teacher_log_probs`` must then come from
     standardised logits."""
-    terms = {}
-    if alpha > 0:
-        if teacher_log_probs is None:
+
+    def soft() -> Tensor:
+        log_p = teacher_log_probs
+        if log_p is None:
             if teacher_logits is None:
                 raise KDistillError(
                     "the 'hinton' loss needs a teacher (alpha > 0): give one, or train on hard "
                     "labels with the 'cross-entropy' loss"
                 )
             if standardize:
-                if not isinstance(teacher_logits, Tensor):
-                    teacher_logits = torch.stack(list(teacher_logits))
-                teacher_log_probs = teacher_log_probs_at(teacher_logits, temperature, True)
+                members = teacher_logits
+                if not isinstance(members, Tensor):
+                    members = torch.stack(list(members))
+                log_p = teacher_log_probs_at(members, temperature, True)
             else:
-                teacher_log_probs = log_soft_targets(teacher_logits, temperature)
+                log_p = log_soft_targets(teacher_logits, temperature)
         log_q = student_log_probs(student_logits, temperature, standardize)
-        kl = F.kl_div(log_q, teacher_log_probs, reduction="batchmean", log_target=True)
-        terms["soft"] = alpha * temperature**2 * kl
-    if alpha < 1:
-        terms["hard"] = (1 - alpha) * F.cross_entropy(student_logits, labels)
-    return terms
+        return F.kl_div(log_q, log_p, reduction="batchmean", log_target=True)
 
-
-def sum_terms(terms: dict[str, Tensor]) -> Tensor:
-    """The loss the terms add up to, summed in their order (the training loop does the same)."""
-    if not terms:
-        raise KDistillError("a loss returned no terms: it must return at least one")
-    values = iter(terms.values())
-    total = next(values)
-    for value in values:
-        total = total + value
-    return total
+    return soft_and_hard_terms(
+        "soft", soft, student_logits, labels, temperature=temperature, alpha=alpha
+    )
 
 
 class DistillationLoss(nn.Module):

@@ -2,26 +2,22 @@
 
 from __future__ import annotations
 
-import torch.nn.functional as F
+from functools import partial
+
 from torch import Tensor
 
-from kdistill.losses.base import DistillationObjective
-from kdistill.losses.hinton import sum_terms
 from kdistill.losses.logit_utils import (
-    check_alpha,
-    check_flag,
-    check_inputs,
-    check_label_range,
+    SoftTargetObjective,
     check_open_unit,
-    check_temperature,
     kl_per_example,
     log_mixture,
-    student_log_probs,
-    teacher_log_probs,
+    soft_target_loss,
+    soft_target_terms,
 )
 from kdistill.losses.registry import register
 
 NAME = "jsd"
+TERM = "jsd"
 JSD_BETA_HINT = (
     "; JSD(beta) is 0 at beta = 0 and 1: use --loss hinton (forward KL) or reverse-kl there"
 )
@@ -66,14 +62,16 @@ def jsd_terms(
         ``{"jsd": alpha T^2 JSD_beta(p_t || p_s), "hard": (1 - alpha) CE}``, without a term whose
         weight is 0.
     """
-    terms = {}
-    if alpha > 0:
-        log_q = student_log_probs(student_logits, temperature, standardize)
-        log_p = teacher_log_probs(teacher_logits, temperature, standardize)
-        terms["jsd"] = alpha * temperature**2 * jsd_divergence(log_p, log_q, beta).mean()
-    if alpha < 1:
-        terms["hard"] = (1 - alpha) * F.cross_entropy(student_logits, labels)
-    return terms
+    return soft_target_terms(
+        TERM,
+        partial(jsd_divergence, beta=beta),
+        student_logits,
+        teacher_logits,
+        labels,
+        temperature=temperature,
+        alpha=alpha,
+        standardize=standardize,
+    )
 
 
 def jsd_loss(
@@ -142,27 +140,21 @@ def jsd_loss(
     Returns:
         A scalar tensor.
     """
-    beta = check_jsd_beta(beta)
-    temperature = check_temperature(temperature)
-    alpha = check_alpha(alpha)
-    standardize = check_flag("standardize", standardize)
-    check_inputs(student_logits, teacher_logits, labels, loss=NAME, needs_labels=alpha < 1)
-    if alpha < 1:
-        check_label_range(labels, student_logits.shape[-1])
-    terms = jsd_terms(
+    return soft_target_loss(
+        NAME,
+        TERM,
+        partial(jsd_divergence, beta=check_jsd_beta(beta)),
         student_logits,
         teacher_logits,
         labels,
-        beta=beta,
         temperature=temperature,
         alpha=alpha,
         standardize=standardize,
     )
-    return sum_terms(terms)
 
 
 @register
-class JSDLoss(DistillationObjective):
+class JSDLoss(SoftTargetObjective):
     """:func:`jsd_loss` as the training loop calls it: ``{"jsd", "hard"}`` terms.
 
     Args:
@@ -173,7 +165,7 @@ class JSDLoss(DistillationObjective):
     """
 
     name = NAME
-    supports_ensemble = True
+    term = TERM
 
     def __init__(
         self,
@@ -182,23 +174,10 @@ class JSDLoss(DistillationObjective):
         alpha: float = 1.0,
         standardize: bool = False,
     ) -> None:
-        super().__init__()
-        self.beta = check_jsd_beta(beta)
-        self.temperature = check_temperature(temperature)
-        self.alpha = check_alpha(alpha)
-        self.standardize = check_flag("standardize", standardize)
+        beta = check_jsd_beta(beta)
+        super().__init__(temperature, alpha, standardize)
+        self.beta = beta
 
-    def forward(
-        self, student_logits: Tensor, teacher_logits: Tensor | None, labels: Tensor
-    ) -> dict[str, Tensor]:
-        """The weighted terms of a batch."""
-        check_inputs(student_logits, teacher_logits, labels, loss=NAME, needs_labels=self.alpha < 1)
-        return jsd_terms(
-            student_logits,
-            teacher_logits,
-            labels,
-            beta=self.beta,
-            temperature=self.temperature,
-            alpha=self.alpha,
-            standardize=self.standardize,
-        )
+    def divergence(self, log_p: Tensor, log_q: Tensor) -> Tensor:
+        """JSD(beta) of each example, the teacher as P."""
+        return jsd_divergence(log_p, log_q, self.beta)

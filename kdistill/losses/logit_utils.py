@@ -1,22 +1,35 @@
-"""Shared pieces of the logit-distillation losses: argument checks and soft targets.
+"""Shared pieces of the logit-distillation losses: argument checks, soft targets, the skeleton.
 
 Every loss of the logit family (``dkd``, ``dist``, ``reverse-kl``, ``jsd``, ``tv``, ``skew-kl``,
 ``skew-reverse-kl``) validates its hyper-parameters with the ``check_*`` functions here (one-line
 :class:`~kdistill.errors.KDistillError`) and turns logits into (log-)probabilities with
 :func:`student_log_probs` and :func:`teacher_log_probs`, so that temperature, logit
 standardisation and teacher ensembles mean the same thing in all of them.
+
+The losses of the form ``alpha T^2 mean_b D(p_t, p_s) + (1 - alpha) CE`` (``reverse-kl``,
+``jsd``, ``tv``, ``skew-kl``, ``skew-reverse-kl``) define only their divergence ``D``: the rest
+(validation of temperature, alpha and standardize, the weighting, the hard term, ensembles) is
+:func:`soft_target_loss` for the functional form and :class:`SoftTargetObjective` for the
+registered loss, both computing :func:`soft_target_terms`. ``hinton`` shares the weighting
+(:func:`soft_and_hard_terms`).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from kdistill.errors import KDistillError
+from kdistill.losses.base import DistillationObjective, sum_terms
 from kdistill.losses.standardize import standardize_logits
+
+Divergence = Callable[[Tensor, Tensor], Tensor]
+"""``D(log_p, log_q)``: teacher and student log-probabilities ``(B, C)`` -> ``(B,)``."""
 
 
 def check_temperature(temperature: float) -> float:
@@ -74,6 +87,14 @@ def check_half_open_unit(name: str, value: float, meaning: str, hint: str = "") 
     return v
 
 
+def check_soft_target_arguments(
+    temperature: float, alpha: float, standardize: bool
+) -> tuple[float, float, bool]:
+    """Validate a soft-target loss's temperature, alpha and standardize, in that order."""
+    temperature = check_temperature(temperature)
+    return temperature, check_alpha(alpha), check_flag("standardize", standardize)
+
+
 def check_flag(name: str, value: bool) -> bool:
     """Return ``value``, or raise if it is not a bool (``true``/``false`` on the command line)."""
     if not isinstance(value, bool):
@@ -96,10 +117,12 @@ def check_inputs(
     loss: str,
     needs_labels: bool,
     supports_ensemble: bool = True,
+    label_range: bool = False,
 ) -> None:
     """Raise a one-line error when logits or labels cannot be used by a logit loss.
 
-    Checks shapes and dtypes only (no device synchronisation, so it is cheap on every step).
+    Checks shapes and dtypes only (no device synchronisation, so it is cheap on every step),
+    unless ``label_range``.
 
     Args:
         student_logits: ``(B, C)`` floating point, ``C >= 2``.
@@ -108,6 +131,8 @@ def check_inputs(
         loss: the loss's name, for the messages.
         needs_labels: whether some term of the loss (hard-label CE, DKD) uses the labels.
         supports_ensemble: whether ``(M, B, C)`` teacher logits are accepted.
+        label_range: when the labels are needed, also check that they are in ``[0, C)``
+            (:func:`check_label_range`, which synchronises; the functional forms do).
     """
     if not isinstance(student_logits, Tensor) or student_logits.dim() != 2:
         shape = tuple(student_logits.shape) if isinstance(student_logits, Tensor) else None
@@ -149,6 +174,8 @@ def check_inputs(
             raise KDistillError(
                 f"{loss}: labels must be integer class indices, got dtype {labels.dtype}"
             )
+        if label_range:
+            check_label_range(labels, classes)
 
 
 def check_label_range(labels: Tensor, num_classes: int) -> None:
@@ -216,6 +243,140 @@ def log_mixture(log_p: Tensor, log_q: Tensor, weight_p: float) -> Tensor:
     return torch.logsumexp(
         torch.stack((log_p + math.log(weight_p), log_q + math.log1p(-weight_p))), dim=0
     )
+
+
+def soft_and_hard_terms(
+    term: str,
+    soft: Callable[[], Tensor],
+    student_logits: Tensor,
+    labels: Tensor | None,
+    *,
+    temperature: float,
+    alpha: float,
+) -> dict[str, Tensor]:
+    """``{term: alpha T^2 soft(), "hard": (1 - alpha) CE(z, y)}``, the terms of a soft-target loss.
+
+    A term of weight 0 is left out and its work is not done: ``soft`` (the unweighted soft term,
+    a scalar) is called only when alpha > 0, the cross-entropy (on the raw logits) computed only
+    when alpha < 1.
+    """
+    terms = {}
+    if alpha > 0:
+        terms[term] = alpha * temperature**2 * soft()
+    if alpha < 1:
+        terms["hard"] = (1 - alpha) * F.cross_entropy(student_logits, labels)
+    return terms
+
+
+def soft_target_terms(
+    term: str,
+    divergence: Divergence,
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    labels: Tensor | None,
+    *,
+    temperature: float,
+    alpha: float,
+    standardize: bool,
+) -> dict[str, Tensor]:
+    """The weighted terms of a soft-target loss, without validation (the hot path).
+
+    Returns:
+        ``{term: alpha T^2 mean_b divergence(log p_t, log p_s), "hard": (1 - alpha) CE}``, with
+        ``p = softmax(logits / T)`` (of standardised logits with ``standardize``, the mean of an
+        ensemble's members' probabilities), without a term whose weight is 0.
+    """
+
+    def soft() -> Tensor:
+        log_q = student_log_probs(student_logits, temperature, standardize)
+        log_p = teacher_log_probs(teacher_logits, temperature, standardize)
+        return divergence(log_p, log_q).mean()
+
+    return soft_and_hard_terms(
+        term, soft, student_logits, labels, temperature=temperature, alpha=alpha
+    )
+
+
+def soft_target_loss(
+    loss: str,
+    term: str,
+    divergence: Divergence,
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    labels: Tensor | None,
+    *,
+    temperature: float,
+    alpha: float,
+    standardize: bool,
+) -> Tensor:
+    """The functional form of a soft-target loss named ``loss``: validated, the sum of its terms.
+
+    Checks temperature, alpha and standardize, then the inputs (the labels' range too when the
+    hard term needs them), and sums :func:`soft_target_terms`.
+    """
+    temperature, alpha, standardize = check_soft_target_arguments(temperature, alpha, standardize)
+    check_inputs(
+        student_logits, teacher_logits, labels, loss=loss, needs_labels=alpha < 1, label_range=True
+    )
+    terms = soft_target_terms(
+        term,
+        divergence,
+        student_logits,
+        teacher_logits,
+        labels,
+        temperature=temperature,
+        alpha=alpha,
+        standardize=standardize,
+    )
+    return sum_terms(terms)
+
+
+class SoftTargetObjective(DistillationObjective):
+    """A registered soft-target loss: ``{term: alpha T^2 mean_b D, "hard": (1 - alpha) CE}``.
+
+    A subclass sets ``name`` (the registry's), ``term`` (its soft term's name) and defines
+    :meth:`divergence`; a loss with more arguments takes them before these in its ``__init__``
+    (validating them first), and one without ``standardize`` leaves it out of its ``__init__``
+    (it is then never recorded, and False). :meth:`arguments` records the ``__init__``
+    parameters.
+
+    Args:
+        temperature: T > 0. Default: 1.
+        alpha: weight of the soft term in [0, 1]. Default: 1.
+        standardize: logit standardisation (Sun et al. 2024). Default: False.
+    """
+
+    term: ClassVar[str]
+
+    def __init__(
+        self, temperature: float = 1.0, alpha: float = 1.0, standardize: bool = False
+    ) -> None:
+        super().__init__()
+        self.temperature, self.alpha, self.standardize = check_soft_target_arguments(
+            temperature, alpha, standardize
+        )
+
+    def divergence(self, log_p: Tensor, log_q: Tensor) -> Tensor:
+        """``D`` of each example, from the teacher's ``log_p`` and the student's ``log_q``."""
+        raise NotImplementedError
+
+    def forward(
+        self, student_logits: Tensor, teacher_logits: Tensor | None, labels: Tensor
+    ) -> dict[str, Tensor]:
+        """The weighted terms of a batch."""
+        check_inputs(
+            student_logits, teacher_logits, labels, loss=self.name, needs_labels=self.alpha < 1
+        )
+        return soft_target_terms(
+            self.term,
+            self.divergence,
+            student_logits,
+            teacher_logits,
+            labels,
+            temperature=self.temperature,
+            alpha=self.alpha,
+            standardize=self.standardize,
+        )
 
 
 def _as_float(name: str, value: float) -> float:

@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor
 
-from kdistill.losses.base import DistillationObjective
-from kdistill.losses.hinton import sum_terms
 from kdistill.losses.logit_utils import (
-    check_alpha,
-    check_flag,
-    check_inputs,
-    check_label_range,
-    check_temperature,
+    SoftTargetObjective,
     kl_per_example,
-    student_log_probs,
-    teacher_log_probs,
+    soft_target_loss,
+    soft_target_terms,
 )
 from kdistill.losses.registry import register
 
 NAME = "reverse-kl"
+TERM = "reverse_kl"
+
+
+def reverse_kl_divergence(log_p: Tensor, log_q: Tensor) -> Tensor:
+    """``KL(q || p)`` of each row: the student's ``log_q`` first, the teacher's ``log_p``."""
+    return kl_per_example(log_q, log_p)
 
 
 def reverse_kl_terms(
@@ -37,14 +36,16 @@ def reverse_kl_terms(
         ``{"reverse_kl": alpha T^2 KL(p_s || p_t), "hard": (1 - alpha) CE}``, without a term whose
         weight is 0.
     """
-    terms = {}
-    if alpha > 0:
-        log_q = student_log_probs(student_logits, temperature, standardize)
-        log_p = teacher_log_probs(teacher_logits, temperature, standardize)
-        terms["reverse_kl"] = alpha * temperature**2 * kl_per_example(log_q, log_p).mean()
-    if alpha < 1:
-        terms["hard"] = (1 - alpha) * F.cross_entropy(student_logits, labels)
-    return terms
+    return soft_target_terms(
+        TERM,
+        reverse_kl_divergence,
+        student_logits,
+        teacher_logits,
+        labels,
+        temperature=temperature,
+        alpha=alpha,
+        standardize=standardize,
+    )
 
 
 def reverse_kl_loss(
@@ -89,13 +90,10 @@ def reverse_kl_loss(
     Returns:
         A scalar tensor.
     """
-    temperature = check_temperature(temperature)
-    alpha = check_alpha(alpha)
-    standardize = check_flag("standardize", standardize)
-    check_inputs(student_logits, teacher_logits, labels, loss=NAME, needs_labels=alpha < 1)
-    if alpha < 1:
-        check_label_range(labels, student_logits.shape[-1])
-    terms = reverse_kl_terms(
+    return soft_target_loss(
+        NAME,
+        TERM,
+        reverse_kl_divergence,
         student_logits,
         teacher_logits,
         labels,
@@ -103,11 +101,10 @@ def reverse_kl_loss(
         alpha=alpha,
         standardize=standardize,
     )
-    return sum_terms(terms)
 
 
 @register
-class ReverseKLLoss(DistillationObjective):
+class ReverseKLLoss(SoftTargetObjective):
     """:func:`reverse_kl_loss` as the training loop calls it: ``{"reverse_kl", "hard"}`` terms.
 
     Args:
@@ -117,26 +114,5 @@ class ReverseKLLoss(DistillationObjective):
     """
 
     name = NAME
-    supports_ensemble = True
-
-    def __init__(
-        self, temperature: float = 1.0, alpha: float = 1.0, standardize: bool = False
-    ) -> None:
-        super().__init__()
-        self.temperature = check_temperature(temperature)
-        self.alpha = check_alpha(alpha)
-        self.standardize = check_flag("standardize", standardize)
-
-    def forward(
-        self, student_logits: Tensor, teacher_logits: Tensor | None, labels: Tensor
-    ) -> dict[str, Tensor]:
-        """The weighted terms of a batch."""
-        check_inputs(student_logits, teacher_logits, labels, loss=NAME, needs_labels=self.alpha < 1)
-        return reverse_kl_terms(
-            student_logits,
-            teacher_logits,
-            labels,
-            temperature=self.temperature,
-            alpha=self.alpha,
-            standardize=self.standardize,
-        )
+    term = TERM
+    divergence = staticmethod(reverse_kl_divergence)

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor
 
-from kdistill.losses.base import DistillationObjective
-from kdistill.losses.hinton import sum_terms
 from kdistill.losses.logit_utils import (
-    check_alpha,
-    check_flag,
+    Divergence,
+    SoftTargetObjective,
     check_half_open_unit,
-    check_inputs,
-    check_label_range,
-    check_temperature,
     kl_per_example,
     log_mixture,
-    student_log_probs,
-    teacher_log_probs,
+    soft_target_loss,
+    soft_target_terms,
 )
 from kdistill.losses.registry import register
 
@@ -39,6 +33,13 @@ def skew_kl_divergence(log_p: Tensor, log_q: Tensor, skew: float) -> Tensor:
     return kl_per_example(log_p, log_mix)
 
 
+def skew_divergence(skew: float, reverse: bool) -> tuple[str, Divergence]:
+    """The soft term's name and divergence of the skew KL, or of the skew reverse KL."""
+    if reverse:
+        return "skew_reverse_kl", lambda log_p, log_q: skew_kl_divergence(log_q, log_p, skew)
+    return "skew_kl", lambda log_p, log_q: skew_kl_divergence(log_p, log_q, skew)
+
+
 def skew_kl_terms(
     student_logits: Tensor,
     teacher_logits: Tensor,
@@ -56,18 +57,15 @@ def skew_kl_terms(
         ``{"skew_kl": ...}`` (or ``"skew_reverse_kl"``) and ``{"hard": (1 - alpha) CE}``, without a
         term whose weight is 0.
     """
-    terms = {}
-    if alpha > 0:
-        log_q = student_log_probs(student_logits, temperature, standardize)
-        log_p = teacher_log_probs(teacher_logits, temperature, standardize)
-        if reverse:
-            divergence, name = skew_kl_divergence(log_q, log_p, skew), "skew_reverse_kl"
-        else:
-            divergence, name = skew_kl_divergence(log_p, log_q, skew), "skew_kl"
-        terms[name] = alpha * temperature**2 * divergence.mean()
-    if alpha < 1:
-        terms["hard"] = (1 - alpha) * F.cross_entropy(student_logits, labels)
-    return terms
+    return soft_target_terms(
+        *skew_divergence(skew, reverse),
+        student_logits,
+        teacher_logits,
+        labels,
+        temperature=temperature,
+        alpha=alpha,
+        standardize=standardize,
+    )
 
 
 def skew_kl_loss(
@@ -181,27 +179,19 @@ def _skew_loss(
     alpha: float,
     standardize: bool,
 ) -> Tensor:
-    skew = check_skew(skew)
-    temperature = check_temperature(temperature)
-    alpha = check_alpha(alpha)
-    standardize = check_flag("standardize", standardize)
-    check_inputs(student_logits, teacher_logits, labels, loss=name, needs_labels=alpha < 1)
-    if alpha < 1:
-        check_label_range(labels, student_logits.shape[-1])
-    terms = skew_kl_terms(
+    return soft_target_loss(
+        name,
+        *skew_divergence(check_skew(skew), reverse),
         student_logits,
         teacher_logits,
         labels,
-        skew=skew,
-        reverse=reverse,
         temperature=temperature,
         alpha=alpha,
         standardize=standardize,
     )
-    return sum_terms(terms)
 
 
-class _SkewObjective(DistillationObjective):
+class _SkewObjective(SoftTargetObjective):
     reverse: bool
 
     def __init__(
@@ -211,29 +201,14 @@ class _SkewObjective(DistillationObjective):
         alpha: float = 1.0,
         standardize: bool = False,
     ) -> None:
-        super().__init__()
-        self.skew = check_skew(skew)
-        self.temperature = check_temperature(temperature)
-        self.alpha = check_alpha(alpha)
-        self.standardize = check_flag("standardize", standardize)
+        skew = check_skew(skew)
+        super().__init__(temperature, alpha, standardize)
+        self.skew = skew
 
-    def forward(
-        self, student_logits: Tensor, teacher_logits: Tensor | None, labels: Tensor
-    ) -> dict[str, Tensor]:
-        """The weighted terms of a batch."""
-        check_inputs(
-            student_logits, teacher_logits, labels, loss=self.name, needs_labels=self.alpha < 1
-        )
-        return skew_kl_terms(
-            student_logits,
-            teacher_logits,
-            labels,
-            skew=self.skew,
-            reverse=self.reverse,
-            temperature=self.temperature,
-            alpha=self.alpha,
-            standardize=self.standardize,
-        )
+    def divergence(self, log_p: Tensor, log_q: Tensor) -> Tensor:
+        """The skew KL of each example, of the student's ``log_q`` first when ``reverse``."""
+        first, second = (log_q, log_p) if self.reverse else (log_p, log_q)
+        return skew_kl_divergence(first, second, self.skew)
 
 
 @register
@@ -248,7 +223,7 @@ class SkewKLLoss(_SkewObjective):
     """
 
     name = "skew-kl"
-    supports_ensemble = True
+    term = "skew_kl"
     reverse = False
 
 
@@ -264,5 +239,5 @@ class SkewReverseKLLoss(_SkewObjective):
     """
 
     name = "skew-reverse-kl"
-    supports_ensemble = True
+    term = "skew_reverse_kl"
     reverse = True

@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor
 
-from kdistill.losses.base import DistillationObjective
-from kdistill.losses.hinton import sum_terms
-from kdistill.losses.logit_utils import (
-    check_alpha,
-    check_inputs,
-    check_label_range,
-    check_temperature,
-    student_log_probs,
-    teacher_log_probs,
-)
+from kdistill.losses.logit_utils import SoftTargetObjective, soft_target_loss, soft_target_terms
 from kdistill.losses.registry import register
 
 NAME = "tv"
+TERM = "tv"
+
+
+def tv_distance(log_p: Tensor, log_q: Tensor) -> Tensor:
+    """``TV(p, q) = 1/2 sum_c |p_c - q_c|`` of each row, from log-probabilities."""
+    return 0.5 * (log_p.exp() - log_q.exp()).abs().sum(dim=-1)
 
 
 def tv_terms(
@@ -34,15 +30,16 @@ def tv_terms(
         ``{"tv": alpha T^2 TV(p_t, p_s), "hard": (1 - alpha) CE}``, without a term whose weight
         is 0.
     """
-    terms = {}
-    if alpha > 0:
-        q = student_log_probs(student_logits, temperature, False).exp()
-        p = teacher_log_probs(teacher_logits, temperature, False).exp()
-        tv = 0.5 * (p - q).abs().sum(dim=-1)
-        terms["tv"] = alpha * temperature**2 * tv.mean()
-    if alpha < 1:
-        terms["hard"] = (1 - alpha) * F.cross_entropy(student_logits, labels)
-    return terms
+    return soft_target_terms(
+        TERM,
+        tv_distance,
+        student_logits,
+        teacher_logits,
+        labels,
+        temperature=temperature,
+        alpha=alpha,
+        standardize=False,
+    )
 
 
 def tv_loss(
@@ -87,17 +84,21 @@ def tv_loss(
     Returns:
         A scalar tensor.
     """
-    temperature = check_temperature(temperature)
-    alpha = check_alpha(alpha)
-    check_inputs(student_logits, teacher_logits, labels, loss=NAME, needs_labels=alpha < 1)
-    if alpha < 1:
-        check_label_range(labels, student_logits.shape[-1])
-    terms = tv_terms(student_logits, teacher_logits, labels, temperature=temperature, alpha=alpha)
-    return sum_terms(terms)
+    return soft_target_loss(
+        NAME,
+        TERM,
+        tv_distance,
+        student_logits,
+        teacher_logits,
+        labels,
+        temperature=temperature,
+        alpha=alpha,
+        standardize=False,
+    )
 
 
 @register
-class TVLoss(DistillationObjective):
+class TVLoss(SoftTargetObjective):
     """:func:`tv_loss` as the training loop calls it: ``{"tv", "hard"}`` terms.
 
     Args:
@@ -106,18 +107,8 @@ class TVLoss(DistillationObjective):
     """
 
     name = NAME
-    supports_ensemble = True
+    term = TERM
+    divergence = staticmethod(tv_distance)
 
     def __init__(self, temperature: float = 1.0, alpha: float = 1.0) -> None:
-        super().__init__()
-        self.temperature = check_temperature(temperature)
-        self.alpha = check_alpha(alpha)
-
-    def forward(
-        self, student_logits: Tensor, teacher_logits: Tensor | None, labels: Tensor
-    ) -> dict[str, Tensor]:
-        """The weighted terms of a batch."""
-        check_inputs(student_logits, teacher_logits, labels, loss=NAME, needs_labels=self.alpha < 1)
-        return tv_terms(
-            student_logits, teacher_logits, labels, temperature=self.temperature, alpha=self.alpha
-        )
+        super().__init__(temperature, alpha)  # no standardize: see tv_loss
