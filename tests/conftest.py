@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import kdistill  # noqa: F401  (before torch: its OpenMP wait policy must be set first)
+
+# isort: split
 import pytest
 import torch
 
