@@ -142,3 +142,30 @@ def test_progress_bar_only_on_a_terminal_and_ctrl_c_on_its_own_line(tmp_path, mo
         screen.append("".join(shown).rstrip())
     message = [line for line in screen if "kdistill: interrupted" in line]
     assert len(message) == 1 and message[0].startswith("kdistill: interrupted"), screen
+
+
+# --------------------------------------------------------------------------- 14. skipped tests
+
+
+def test_skipped_mnist_tests_say_how_to_run_them(tmp_path):
+    environ = {k: v for k, v in os.environ.items() if k != "CI"}
+    environ.update(KDISTILL_DATA=str(tmp_path), PYTHONPATH=str(REPO))
+    test = "tests/test_safety.py::test_valid_files_of_another_dataset_are_named"
+    ran = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", test],
+        cwd=REPO, capture_output=True, text=True, env=environ, timeout=300,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "1 tests skipped: set KDISTILL_DATA=" in ran.stdout, ran.stdout
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert "KDISTILL_DATA=/path/to/data python -m pytest" in readme
+
+
+# --------------------------------------------------------------------------- 13. install size
+
+
+def test_readme_says_how_to_install_without_cuda():
+    readme = " ".join((REPO / "README.md").read_text().split())
+    install = readme[: readme.index("## The demo")]
+    assert "CUDA libraries (several GB)" in install
+    assert "pip install torch --index-url https://download.pytorch.org/whl/cpu" in install
