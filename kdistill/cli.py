@@ -139,9 +139,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_teacher_logits_command(commands)
 
-    plot = commands.add_parser("plot", help="test-error and loss curves of runs in one PNG")
+    plot = commands.add_parser("plot", help="test-error and loss curves of runs in one figure")
     plot.add_argument("runs", nargs="+", metavar="RUN", help="run folders")
-    plot.add_argument("--out", default="curves.png", help="PNG to write (default curves.png)")
+    plot.add_argument(
+        "--out",
+        default="curves.png",
+        help="figure to write, its format from the suffix: .png, .pdf, .svg, ... "
+        "(default curves.png); its folder must exist",
+    )
     plot.set_defaults(handler=_cmd_plot)
 
     evaluate = commands.add_parser("evaluate", help="score a finished run on its test set")
@@ -535,9 +540,13 @@ def _cmd_sweep(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _cmd_plot(args: argparse.Namespace, argv: list[str]) -> int:
-    from kdistill.reports import plot_curves
+    from kdistill.reports import figure_format, plot_curves
     from kdistill.runs import read_history
 
+    out = Path(args.out)
+    figure_format(out)  # an unknown suffix fails here, before any run is read
+    if not out.parent.is_dir():
+        raise KDistillError(f"the folder of --out {out} does not exist: create it first")
     histories = {}
     for run in args.runs:
         path = Path(run, "history.csv")
@@ -546,10 +555,30 @@ def _cmd_plot(args: argparse.Namespace, argv: list[str]) -> int:
         label = Path(run).resolve().name
         while label in histories:
             label += "'"
-        histories[label] = read_history(path)
-    out = plot_curves(histories, args.out)
+        histories[label] = _with_loss_terms(read_history(path), Path(run, "config.json"))
+    plot_curves(histories, out)
     print(f"curves of {len(histories)} run(s) written to {out}")
     return 0
+
+
+def _with_loss_terms(history: list[dict], config_path: Path) -> list[dict]:
+    """A history from before losses logged their terms (only ``train_loss``) gets the term its
+    loss was made of, read from the run's config: ``train_hard`` (cross-entropy) for a run
+    without a teacher, ``train_soft`` for one distilled at alpha = 1; so ``plot`` never draws
+    the two on one axis. A mix of both (alpha < 1) stays the total."""
+    if not history or any(k.startswith("train_") and k != "train_loss" for k in history[0]):
+        return history
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, ValueError):
+        return history
+    train = config.get("train") or {}
+    distilled = bool(config.get("teachers") or config.get("teacher_logits"))
+    alpha = (train.get("loss_args") or {}).get("alpha", train.get("alpha", 1.0))
+    term = "hard" if not distilled else "soft" if alpha == 1 else None
+    if term is None:
+        return history
+    return [{**row, f"train_{term}": row["train_loss"]} for row in history]
 
 
 def _execute(spec, args: argparse.Namespace, command: str, argv: list[str]) -> int:

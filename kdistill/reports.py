@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from kdistill.checkpoint import atomic_write  # noqa: E402
+from kdistill.errors import KDistillError  # noqa: E402
 from kdistill.losses import soft_targets  # noqa: E402
 
 
@@ -44,29 +45,93 @@ def _cell(value: object) -> str:
     return str(value)
 
 
+def figure_format(path: str | Path) -> str:
+    """The file format matplotlib writes for ``path``'s suffix (``.png``, ``.pdf``, ``.svg``,
+    ...); no suffix means PNG. An unknown suffix is a :class:`KDistillError` naming the valid."""
+    suffix = Path(path).suffix.lower().lstrip(".")
+    if not suffix:
+        return "png"
+    supported = plt.figure().canvas.get_supported_filetypes()
+    plt.close("all")
+    if suffix not in supported:
+        raise KDistillError(
+            f"cannot write a figure as .{suffix} ({path}): use one of "
+            + ", ".join(f".{name}" for name in sorted(supported))
+        )
+    return suffix
+
+
 def save_figure(fig: plt.Figure, path: str | Path) -> Path:
-    """Write a figure as PNG atomically and close it."""
+    """Write a figure atomically, in the format its suffix names (PNG without one), and close it."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buffer, format=figure_format(path), dpi=110, bbox_inches="tight")
     plt.close(fig)
     atomic_write(path, buffer.getvalue())
     return Path(path)
 
 
-def plot_curves(histories: Mapping[str, Sequence[Mapping]], path: str | Path) -> Path:
-    """Test errors and training loss per epoch, one line per run, side by side."""
-    fig, (ax_err, ax_loss) = plt.subplots(1, 2, figsize=(11, 4))
-    for label, history in histories.items():
+# The terms a loss returns, by name: what each panel of plot_curves shows.
+_TERM_TITLES = {
+    "hard": "Hard-label term: (1 - alpha) x cross-entropy",
+    "soft": "Soft-target term: alpha x T² x KL",
+    "loss": "Training loss (all terms)",
+}
+
+
+def curves_figure(histories: Mapping[str, Sequence[Mapping]]) -> plt.Figure:
+    """The figure of :func:`plot_curves`: test errors, then one panel per loss term.
+
+    Each term a run's loss logged (``train_hard``: cross-entropy with the labels, ``train_soft``:
+    the T²-scaled distillation term, or a custom loss's own) gets its own panel, so terms of
+    different scales never share an axis; a run that logged no terms shows its ``train_loss``.
+    One colour per run in every panel, and one legend below the panels, outside them.
+    """
+    terms: dict[str, None] = {}
+    for history in histories.values():
+        for name in _terms(history):
+            terms.setdefault(name)
+    panels = 1 + len(terms)
+    fig, axes = plt.subplots(1, panels, figsize=(4.6 * panels, 4.2), squeeze=False)
+    ax_err, term_axes = axes[0][0], dict(zip(terms, axes[0][1:], strict=True))
+    for index, (label, history) in enumerate(histories.items()):
+        style = {"marker": ".", "color": f"C{index % 10}", "label": label}
         epochs = [row["epoch"] for row in history]
         if history and history[0].get("test_errors") is not None:
-            ax_err.plot(epochs, [row["test_errors"] for row in history], marker=".", label=label)
-        ax_loss.plot(epochs, [row["train_loss"] for row in history], marker=".", label=label)
-    ax_err.set(xlabel="epoch", ylabel="test errors", title="Test errors", yscale="log")
-    ax_loss.set(xlabel="epoch", ylabel="training loss", title="Training loss", yscale="log")
-    for ax in (ax_err, ax_loss):
+            ax_err.plot(epochs, [row["test_errors"] for row in history], **style)
+        for name, column in _terms(history).items():
+            term_axes[name].plot(epochs, [row[column] for row in history], **style)
+    ax_err.set(xlabel="epoch", ylabel="test errors", title="Test errors")
+    for name, ax in term_axes.items():
+        ax.set(xlabel="epoch", ylabel=f"train_{name}", title=_TERM_TITLES.get(name, name))
+    for ax in axes[0]:
         ax.grid(alpha=0.3)
-        ax.legend()
-    return save_figure(fig, path)
+        values = [y for line in ax.get_lines() for y in line.get_ydata()]
+        if values and min(values) > 0:
+            ax.set_yscale("log")
+    handles, labels = ax_err.get_legend_handles_labels()
+    if not handles:
+        handles, labels = axes[0][-1].get_legend_handles_labels()
+    fig.tight_layout(rect=(0, 0.12, 1, 1))  # the bottom strip is the legend's
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4) or 1, frameon=False)
+    return fig
+
+
+def _terms(history: Sequence[Mapping]) -> dict[str, str]:
+    """``term name -> history column`` of the loss terms a run logged (else its total)."""
+    if not history:
+        return {}
+    columns = [c for c in history[0] if c.startswith("train_") and c != "train_loss"]
+    columns = [c for c in columns if history[0][c] is not None]
+    if not columns:
+        return {"loss": "train_loss"}
+    return {c.removeprefix("train_"): c for c in columns}
+
+
+def plot_curves(histories: Mapping[str, Sequence[Mapping]], path: str | Path) -> Path:
+    """Test errors and each training-loss term per epoch, one line per run (see
+    :func:`curves_figure`), written to ``path`` in the format its suffix names."""
+    figure_format(path)  # an unknown format fails before anything is drawn
+    return save_figure(curves_figure(histories), path)
 
 
 def plot_soft_targets(

@@ -288,26 +288,28 @@ def fit(
     bar = _progress_bar(run, loop.epoch, progress)
     started = time.perf_counter()
     run.net = distributed.wrap(model, run.device)  # DDP averages gradients across ranks
-    for epoch in range(loop.epoch, config.epochs):
-        row = _train_epoch(run, epoch, bar)
-        for name, split in (("val", run.val), ("test", test)):
-            if split is not None:
-                scored = distributed.evaluate(model, split, config.eval_batch_size)
-                row[f"{name}_errors"], row[f"{name}_loss"] = scored["errors"], scored["loss"]
-        result.history.append(row)
-        bar.set_postfix(
-            {k: row[k] for k in ("train_loss", "val_errors", "test_errors") if k in row}
-        )
-        loop.epoch = epoch + 1
-        stop = _early_stopping(loop, row, result, model, config)
-        if checkpoint_dir is not None and run.ctx.is_main:
-            save_checkpoint(checkpoint_dir, _checkpoint_state(run, loop, result), epoch + 1)
-        if on_epoch is not None:
-            on_epoch(result.history)
-        if stop:
-            result.stopped_early = True
-            break
-    bar.close()
+    try:
+        for epoch in range(loop.epoch, config.epochs):
+            row = _train_epoch(run, epoch, bar)
+            for name, split in (("val", run.val), ("test", test)):
+                if split is not None:
+                    scored = distributed.evaluate(model, split, config.eval_batch_size)
+                    row[f"{name}_errors"], row[f"{name}_loss"] = scored["errors"], scored["loss"]
+            result.history.append(row)
+            bar.set_postfix(
+                {k: row[k] for k in ("train_loss", "val_errors", "test_errors") if k in row}
+            )
+            loop.epoch = epoch + 1
+            stop = _early_stopping(loop, row, result, model, config)
+            if checkpoint_dir is not None and run.ctx.is_main:
+                save_checkpoint(checkpoint_dir, _checkpoint_state(run, loop, result), epoch + 1)
+            if on_epoch is not None:
+                on_epoch(result.history)
+            if stop:
+                result.stopped_early = True
+                break
+    finally:  # also on Ctrl-C or an error: clear the bar, so a message starts on its own line
+        bar.close()
     if loop.best_state is not None and config.patience is not None:
         model.load_state_dict(loop.best_state)
     result.seconds = time.perf_counter() - started
@@ -472,11 +474,15 @@ def _train_epoch(run: _Run, epoch: int, bar: tqdm) -> dict:
 
 
 def _progress_bar(run: _Run, epochs_done: int, progress: bool) -> tqdm:
-    """The step progress bar (rank 0 only), advanced past the epochs a resumed run has done."""
+    """The step progress bar (rank 0 only), advanced past the epochs a resumed run has done.
+
+    Only on a terminal: where stderr is a file or a pipe (a log, CI) a bar would write a line per
+    update, so there is none (``disable=None``).
+    """
     return tqdm(
         total=run.steps_per_epoch * run.config.epochs,
         initial=run.steps_per_epoch * epochs_done,
-        disable=not (progress and run.ctx.is_main),
+        disable=None if progress and run.ctx.is_main else True,
         desc="distill" if run.distilling else "train",
         unit="step",
         leave=False,

@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import kdistill  # noqa: F401  (before torch: its OpenMP wait policy must be set first)
+
+# isort: split
 import pytest
 import torch
 
@@ -34,3 +37,19 @@ def shared_data() -> Path:
 def tiny_split() -> Split:
     """256 examples, 4 classes, 1x6x6 inputs."""
     return make_split()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    """Say, without ``-rs``, that MNIST tests were skipped and how to run them."""
+    skipped = [
+        report
+        for report in terminalreporter.stats.get("skipped", [])
+        if "real MNIST not found" in str(getattr(report, "longrepr", ""))
+    ]
+    if skipped:
+        terminalreporter.write_line(
+            f"{len(skipped)} tests skipped: set KDISTILL_DATA=/path/to/data (a folder holding "
+            "mnist/ and fashion-mnist/, e.g. from `kdistill train --dataset mnist --download`) "
+            "to run the MNIST tests",
+            yellow=True,
+        )

@@ -1,4 +1,4 @@
-"""The examples of docs/guide.md run as written (so the guide cannot rot)."""
+"""The examples of README.md and docs/guide.md run as written (so the docs cannot rot)."""
 
 from __future__ import annotations
 
@@ -6,13 +6,51 @@ import re
 import shlex
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from kdistill.cli import main
+from kdistill.losses.registry import LOSSES
 from kdistill.train import evaluate
 
-GUIDE = Path(__file__).resolve().parent.parent / "docs" / "guide.md"
+REPO = Path(__file__).resolve().parent.parent
+GUIDE = REPO / "docs" / "guide.md"
+DOCS = [REPO / "README.md", GUIDE]
+
+
+def _python_blocks() -> list:
+    """Every fenced ```python block of the docs, as ``pytest.param(code, id=file:line)``."""
+    blocks = []
+    for doc in DOCS:
+        text = doc.read_text()
+        for match in re.finditer(r"^```python\n(.*?)^```", text, re.S | re.M):
+            line = text.count("\n", 0, match.start()) + 1
+            blocks.append(pytest.param(doc, line, match.group(1), id=f"{doc.name}:{line}"))
+    return blocks
+
+
+def test_the_docs_have_python_blocks() -> None:
+    assert len(_python_blocks()) >= 5  # the README's and the guide's; a broken regex finds none
+
+
+@pytest.mark.parametrize(("doc", "line", "code"), _python_blocks())
+def test_every_python_block_runs(doc: Path, line: int, code: str, tmp_path, monkeypatch) -> None:
+    """Each block runs as written in a fresh folder holding what the docs' earlier commands
+    made (``runs/teacher``, a digits run), with ``KDISTILL_DATA`` at the shared data."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KDISTILL_DATA", str(REPO.parent / "shared" / "data"))
+    if "runs/teacher" in code:
+        fast = ["--model", "mlp:16", "--epochs", "2", "--no-progress", "--device", "cpu"]
+        assert main(["train", *fast, "--out", "runs/teacher"]) == 0
+    losses = dict(LOSSES)
+    torch.manual_seed(0)
+    try:
+        code = "\n" * line + code  # tracebacks name the line in the doc
+        exec(compile(code, str(doc), "exec"), {"__name__": "__doc_block__"})  # noqa: S102
+    finally:
+        LOSSES.clear()
+        LOSSES.update(losses)  # a block's own registered loss does not leak into other tests
 
 
 def _block(tag: str) -> str:
