@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import gc
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -118,6 +119,7 @@ def process_group(device: str = "auto") -> Iterator[Context]:
     rank = dist.get_rank()
     try:
         yield context()
+        _release_unreachable()
         dist.barrier()  # leave together: no rank tears down while another still needs it
     except KDistillError as exc:  # say which rank failed: torchrun interleaves their output
         raise KDistillError(f"rank {rank}: {exc}") from None
@@ -130,7 +132,21 @@ def process_group(device: str = "auto") -> Iterator[Context]:
             "re-run the same torchrun command with --resume to continue from the last checkpoint"
         ) from None
     finally:
+        _release_unreachable()  # also after an error: its traceback may hold a DDP wrapper
         dist.destroy_process_group()
+
+
+def _release_unreachable() -> None:
+    """Free cyclic garbage now, while the process group still exists.
+
+    A ``DistributedDataParallel`` wrapper's reducer holds the process group (and with gloo its
+    worker threads). ``fit`` drops its wrapper, but a frame that referenced it can stay alive in
+    a reference cycle (e.g. an exception's traceback, or one that torch caught while lazily
+    importing a module during training); the cycle collector then frees it whenever it next
+    runs, possibly only at interpreter exit, after ``destroy_process_group``, where the group's
+    C++ teardown can abort the process ("terminate called without an active exception").
+    """
+    gc.collect()
 
 
 def _is_communication_error(exc: RuntimeError) -> bool:

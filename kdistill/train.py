@@ -309,7 +309,11 @@ def fit(
                 result.stopped_early = True
                 break
     finally:  # also on Ctrl-C or an error: clear the bar, so a message starts on its own line
-        bar.close()
+        _close_progress_bar(bar)
+        # Drop the DDP wrapper now, on every path: its reducer holds the process group, whose
+        # gloo threads must not outlive distributed.process_group's destroy_process_group
+        # (the fit frame, and so `run`, can stay referenced by cyclic garbage until exit).
+        run.net = None
     if loop.best_state is not None and config.patience is not None:
         model.load_state_dict(loop.best_state)
     result.seconds = time.perf_counter() - started
@@ -488,6 +492,22 @@ def _progress_bar(run: _Run, epochs_done: int, progress: bool) -> tqdm:
         leave=False,
         dynamic_ncols=True,
     )
+
+
+def _close_progress_bar(bar: tqdm) -> None:
+    """Close ``bar`` and, when no other bar is open, stop tqdm's monitor thread.
+
+    tqdm starts a ``tqdm_monitor`` thread with the first bar (even a disabled one) and leaves it
+    running until the interpreter exits; fit stops it so that no thread of its own is alive at
+    exit (under torchrun, exit follows ``destroy_process_group``). The next bar starts a new one.
+    """
+    bar.close()
+    cls = type(bar)
+    monitor = getattr(cls, "monitor", None)
+    if monitor is not None and not getattr(cls, "_instances", True):
+        with cls.get_lock():
+            cls.monitor = None
+        monitor.exit()
 
 
 def _epoch_batches(

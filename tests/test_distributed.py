@@ -106,7 +106,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _torchrun_command(args: list[str], nproc: int = 2) -> list[str]:
+def _torchrun_command(args: list[str], nproc: int = 2, program: str = "kdistill") -> list[str]:
+    """torchrun running ``program``: a module (``-m``), or a script when it ends in ``.py``."""
+    launch = [program] if program.endswith(".py") else ["-m", program]
     return [
         sys.executable,
         "-m",
@@ -115,8 +117,7 @@ def _torchrun_command(args: list[str], nproc: int = 2) -> list[str]:
         "--nnodes=1",
         "--master-addr=127.0.0.1",
         f"--master-port={_free_port()}",
-        "-m",
-        "kdistill",
+        *launch,
         *args,
     ]
 
@@ -129,10 +130,10 @@ def _env(**extra: str) -> dict:
     return {**env, **extra}
 
 
-def _start(args: list[str], **env: str) -> subprocess.Popen:
+def _start(args: list[str], program: str = "kdistill", **env: str) -> subprocess.Popen:
     # its own session, so that a timeout can stop torchrun and every rank it started
     return subprocess.Popen(
-        _torchrun_command(args),
+        _torchrun_command(args, program=program),
         env=_env(**env),
         cwd=REPO,
         stdout=subprocess.PIPE,
@@ -257,3 +258,18 @@ def test_killed_rank_fails_the_job_and_resume_continues_from_rank_zero(tmp_path)
     assert json.loads((out / "metrics.json").read_text())["test"]["errors"] == one["test"]["errors"]
     for name, weight in _weights(tmp_path / "one").items():
         torch.testing.assert_close(_weights(out)[name], weight, atol=WEIGHT_ATOL, rtol=0)
+
+
+def test_ddp_wrappers_are_freed_before_the_process_group_is_destroyed(tmp_path):
+    # A DDP wrapper still alive after destroy_process_group is freed at interpreter exit, where
+    # gloo's teardown could abort a rank that had finished its work ("terminate called without
+    # an active exception", issue 11 item 10). See tests/ddp_teardown.py.
+    code, output = _finish(_start([str(tmp_path)], program=str(REPO / "tests/ddp_teardown.py")))
+    assert code == 0, output[-3000:]
+    for rank in (0, 1):
+        report = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert report["wrappers"] == 3  # two fits and the cycle: DDP did wrap each model
+        assert not report["alive_after_fit"]
+        assert not report["alive_after_failed_fit"]
+        assert report["alive_at_destroy"] == [False]
+        assert report["threads"] == ["MainThread"]  # no tqdm monitor left running
