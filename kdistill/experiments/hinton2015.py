@@ -401,7 +401,13 @@ def reuse_teacher(source: Path, folder: Path, spec: RunSpec) -> None:
     """
     if not is_complete(source):
         raise KDistillError(f"--teacher-run {source} is not a finished run (no metrics.json)")
-    check_same_run(source, spec)
+    found = differences(json.loads((source / "config.json").read_text()), asdict(spec))
+    if found:
+        raise KDistillError(
+            f"--teacher-run {source} was trained with another config than this profile's "
+            f"teacher ({describe_differences(found)}); give a teacher of this profile, or "
+            "leave --teacher-run out to train one"
+        )
     if is_complete(folder) or has_checkpoint(folder):
         return
     folder.mkdir(parents=True, exist_ok=True)
