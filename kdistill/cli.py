@@ -119,7 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     distill.set_defaults(handler=_cmd_distill)
 
     sweep = commands.add_parser(
-        "sweep", help="distill a student for every temperature and alpha of a grid (resumable)"
+        "sweep",
+        help="distill a student for every combination of a loss's arguments, e.g. every "
+        "temperature and alpha (resumable)",
     )
     _add_run_arguments(sweep, default_model="mlp:800x800", resume=False, teacher_dataset=True)
     source = sweep.add_mutually_exclusive_group(required=True)  # a teacher, or its logits
@@ -130,9 +132,28 @@ def build_parser() -> argparse.ArgumentParser:
     _add_teacher_logits_argument(source)
     _add_teacher_model_argument(sweep)
     sweep.add_argument(
-        "--temperature", "-T", default="1,2,4,8,20", help="temperatures (default 1,2,4,8,20)"
+        "--loss",
+        dest="loss_name",
+        metavar="NAME",
+        help=f"the loss every cell distils with: {', '.join(LOSSES)} (default hinton)",
     )
-    sweep.add_argument("--alpha", default="0.1,0.5,0.9", help="alphas (default 0.1,0.5,0.9)")
+    sweep.add_argument(
+        "--loss-arg",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2,...",
+        help="values of one of the loss's arguments, e.g. beta=1,2,8 (repeatable: the grid is "
+        "every combination; one value fixes the argument)",
+    )
+    sweep.add_argument(
+        "--temperature",
+        "-T",
+        help="temperatures, the same as --loss-arg temperature=... (hinton: default 1,2,4,8,20)",
+    )
+    sweep.add_argument(
+        "--alpha",
+        help="alphas, the same as --loss-arg alpha=... (hinton: default 0.1,0.5,0.9)",
+    )
     sweep.add_argument("--seeds", type=int, default=1, help="seeds per cell (default 1)")
     _add_trust_code_argument(sweep)
     sweep.set_defaults(handler=_cmd_sweep)
@@ -503,11 +524,18 @@ def _cmd_sweep(args: argparse.Namespace, argv: list[str]) -> int:
     from kdistill.distributed import refuse_torchrun
     from kdistill.reports import format_table
     from kdistill.runs import RunSpec
-    from kdistill.sweep import Sweep, run_sweep, summarize
+    from kdistill.sweep import Sweep, figure_name, parse_grid, run_sweep, summarize
 
     refuse_torchrun("sweep")
     for teacher in args.teacher:
         _check_teacher(teacher)
+    grid = parse_grid(args.loss_arg)
+    for key in ("temperature", "alpha"):  # the old options: that argument's values
+        text = getattr(args, key)
+        if text is not None:
+            if key in grid:
+                raise KDistillError(f"--{key} and --loss-arg {key}=... both give {key}: give one")
+            grid[key] = _float_grid(text, f"--{key}")
     settings = {k: v for k, v in vars(args).items() if k not in ("temperature", "alpha")}
     sweep = Sweep(
         base=RunSpec(
@@ -515,15 +543,14 @@ def _cmd_sweep(args: argparse.Namespace, argv: list[str]) -> int:
             dataset=_teacher_dataset(args),
             data_dir=args.data_dir,
             teachers=args.teacher,
-            train=_train_config(argparse.Namespace(**settings)),
+            train=_train_config(argparse.Namespace(**settings), loss=args.loss_name),
             teacher_model=args.teacher_model,
             teacher_logits=args.teacher_logits,
         ),
-        temperatures=_float_grid(args.temperature, "--temperature"),
-        alphas=_float_grid(args.alpha, "--alpha"),
+        grid=grid,
         seeds=args.seeds,
     )
-    sweep.validate()
+    sweep.validate()  # every cell, before anything is written
     out = Path(args.out or _default_out("sweep"))
     rows = run_sweep(
         sweep,
@@ -535,7 +562,7 @@ def _cmd_sweep(args: argparse.Namespace, argv: list[str]) -> int:
         trust_code=args.trust_code,
     )
     print(format_table(summarize(rows)))
-    print(f"sweep written to {out} (sweep.csv, heatmap.png); re-run to continue it")
+    print(f"sweep written to {out} (sweep.csv, {figure_name(rows)}); re-run to continue it")
     return 0
 
 

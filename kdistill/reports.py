@@ -214,8 +214,12 @@ def plot_lines(
     ylabel: str,
     title: str,
     logx: bool = False,
+    xticks: tuple[Sequence[float], Sequence[str]] | None = None,
 ) -> Path:
-    """One line per entry of ``series`` (``label -> (xs, ys)``) on one axis."""
+    """One line per entry of ``series`` (``label -> (xs, ys)``) on one axis.
+
+    ``xticks``: ``(positions, labels)`` of the x axis, e.g. for values that are not numbers.
+    """
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for label, (xs, ys) in series.items():
         ax.plot(xs, ys, marker="o", label=label)
@@ -224,6 +228,10 @@ def plot_lines(
         ticks = sorted({x for xs, _ in series.values() for x in xs})
         ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
         ax.minorticks_off()
+    if xticks is not None:
+        ax.set_xticks(list(xticks[0]), list(xticks[1]))
+        if logx:
+            ax.minorticks_off()
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.grid(alpha=0.3)
     ax.legend()
