@@ -260,12 +260,12 @@ def run_sweep(
         for path in base.teachers
     ]
     hashes = [weights_sha256(t) for t in base.teachers]
+    logits_file = open_teacher_logits(base, dataset) if base.teacher_logits else None
     arguments = sweep.arguments()
-    make_folder(out)
+    make_folder(out)  # everything is checked: the sweep starts
     record = {**_jsonable(sweep), "loss": sweep.loss, "arguments": arguments}
     atomic_write_json(out / "sweep.json", json.loads(json.dumps(record)))
     logits_by_seed: dict[int | None, torch.Tensor] = {}
-    logits_file = open_teacher_logits(base, dataset) if base.teacher_logits else None
     rows: list[dict] = []
     cells = sweep.cells()
     for number, (name, spec) in enumerate(cells, start=1):

@@ -282,6 +282,16 @@ def test_a_refused_loss_grid_writes_nothing(
     assert not out.exists()  # ... a refused one, checked cell by cell first, writes nothing
 
 
+def test_a_bad_teacher_logits_file_is_refused_before_the_sweep_folder(tmp_path, capsys) -> None:
+    bad = tmp_path / "teacher.logits"
+    bad.write_bytes(b"not a safetensors file")
+    out = tmp_path / "s"
+    argv = ["sweep", "--teacher-logits", str(bad), *DKD, *FAST, "--out", str(out)]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    assert not out.exists()
+
+
 def test_hinton_keeps_its_default_grid_and_other_losses_have_none(teacher: Path) -> None:
     sweep = _sweep(teacher, temperatures=None, alphas=None)
     assert sweep.arguments() == {"temperature": [1, 2, 4, 8, 20], "alpha": [0.1, 0.5, 0.9]}
