@@ -16,13 +16,12 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
@@ -39,22 +38,20 @@ from kdistill.data import (
     view_index,
 )
 from kdistill.errors import KDistillError
+from kdistill.evaluation import Data, Teacher, as_members, predict_batches, predict_logits
+from kdistill.evaluation import autocast as _autocast
+from kdistill.evaluation import evaluate as evaluate  # kdistill.train.evaluate, as before
 from kdistill.losses import (
     DistillationObjective,
     check_ensemble_support,
     check_labels,
     default_loss,
-    log_soft_targets,
     make_loss,
     sum_terms,
 )
 from kdistill.losses.registry import DISTILLATION_DEFAULT
 from kdistill.models import max_norm_
-from kdistill.teacher_logits import TeacherLogitsFile, predict_in_blocks, raw_logit_table
-
-Teacher = nn.Module | Sequence[nn.Module]
-Data = Split | torch.utils.data.Dataset | torch.utils.data.DataLoader
-
+from kdistill.teacher_logits import TeacherLogitsFile, raw_logit_table
 
 SCHEDULES = ("cosine", "constant", "linear", "exponential")
 
@@ -173,55 +170,6 @@ def resolve_device(name: str = "auto") -> torch.device:
             f"device {name!r} is not available on this machine: use --device cpu (or auto)"
         )
     return device
-
-
-def as_members(teacher: Teacher | None) -> list[nn.Module]:
-    """A teacher as a list of ensemble members (one model is an ensemble of one)."""
-    if teacher is None:
-        return []
-    return [teacher] if isinstance(teacher, nn.Module) else list(teacher)
-
-
-@torch.inference_mode()
-def predict_logits(
-    model: Teacher, split_images: Tensor, batch_size: int = 2000, bf16: bool = False
-) -> Tensor:
-    """Logits of a model, ``(N, C)``, or of each ensemble member, ``(M, N, C)``, in eval mode."""
-    return predict_in_blocks(model, split_images, batch_size, bf16=bf16)
-
-
-@torch.inference_mode()
-def evaluate(model: Teacher, split: Data, batch_size: int = 2000, bf16: bool = False) -> dict:
-    """Test errors, accuracy, per-class errors, confusion matrix and mean loss of a model.
-
-    An ensemble is scored by the mean of its members' probabilities. ``split`` may also be a
-    torch ``Dataset`` or ``DataLoader`` of ``(input, label)``.
-    """
-    if isinstance(split, Split):
-        logits = predict_logits(model, split.images, batch_size, bf16)
-    else:
-        logits, labels = _predict_batches(model, as_batches(split, batch_size), batch_size, bf16)
-        split = Split(torch.empty(len(labels), 0), labels)  # what is scored below
-    if logits.dim() == 3:  # ensemble: average probabilities, score their log
-        log_probs = log_soft_targets(list(logits), 1.0)
-    else:
-        log_probs = F.log_softmax(logits, dim=-1)
-    labels = split.labels.to(log_probs.device)
-    num_classes = log_probs.shape[-1]
-    predictions = log_probs.argmax(dim=-1)
-    confusion = torch.bincount(
-        labels * num_classes + predictions, minlength=num_classes * num_classes
-    ).reshape(num_classes, num_classes)
-    wrong = predictions != labels
-    return {
-        "examples": len(split),
-        "errors": int(wrong.sum()),
-        "accuracy": float(1 - wrong.float().mean()) if len(split) else float("nan"),
-        "loss": float(F.nll_loss(log_probs, labels)) if len(split) else float("nan"),
-        "per_class_errors": torch.bincount(labels[wrong], minlength=num_classes).tolist(),
-        "per_class_examples": torch.bincount(labels, minlength=num_classes).tolist(),
-        "confusion": confusion.tolist(),
-    }
 
 
 def fit(
@@ -610,7 +558,7 @@ def _teacher_cache(
             teacher_logits = predict_logits(teacher, train_images[shard], config.eval_batch_size)
             teacher_logits = distributed.all_gather_rows(teacher_logits, size, dim=-2)
         else:
-            batches = _predict_batches(teacher, stream, config.eval_batch_size, bf16=False)
+            batches = predict_batches(teacher, stream, config.eval_batch_size, bf16=False)
             teacher_logits = batches[0]
     if teacher_logits is None:
         return None
@@ -713,27 +661,6 @@ def _device_batches(batches, device: torch.device, num_classes: int):
             x.to(device, non_blocking=True),
             y.to(device, non_blocking=True),
         )
-
-
-@torch.inference_mode()
-def _predict_batches(model: Teacher, source, batch_size: int, bf16: bool) -> tuple[Tensor, Tensor]:
-    """Logits (``(N, C)``, or ``(M, N, C)`` for an ensemble) and labels of a batch source."""
-    members = as_members(model)
-    modes = [m.training for m in members]
-    for member in members:
-        member.eval()
-    device = next(members[0].parameters()).device
-    outputs, labels = [[] for _ in members], []
-    for _, x, y in source.in_order(batch_size):
-        x = x.to(device)
-        with _autocast(device, bf16):
-            for out, member in zip(outputs, members, strict=True):
-                out.append(member(x).float())
-        labels.append(y.to(device))
-    for member, mode in zip(members, modes, strict=True):
-        member.train(mode)
-    stacked = torch.stack([torch.cat(out) for out in outputs])
-    return (stacked[0] if isinstance(model, nn.Module) else stacked), torch.cat(labels)
 
 
 def _split_batches(
@@ -887,7 +814,3 @@ def _make_scheduler(
     else:
         factor = lambda step: 1.0  # noqa: E731
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def _autocast(device: torch.device, enabled: bool) -> torch.autocast:
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
