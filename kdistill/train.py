@@ -381,6 +381,7 @@ def _train_epoch(run: _Run, epoch: int, progress: _Progress) -> dict:
     run.model.train()
     run.objective.on_epoch(epoch, config.epochs)
     epoch_start = time.perf_counter()
+    progress.start_epoch()
     if ctx.distributed:  # each rank its own dropout masks, reproducible on resume
         torch.manual_seed(distributed.rank_seed(config.seed, epoch, ctx.rank))
     epoch_lr = run.optimizer.param_groups[0]["lr"]  # the rate this epoch starts with
@@ -397,7 +398,7 @@ def _train_epoch(run: _Run, epoch: int, progress: _Progress) -> dict:
             step_terms[name][step] = value
         if step % 100 == 99:  # one device sync per 100 steps
             _check_finite(step_losses[: step + 1], epoch, run.steps_per_epoch, limit)
-        progress.step()
+        progress.step(batch.examples)
     _check_finite(step_losses, epoch, run.steps_per_epoch, limit)
     per_step = [step_losses, *step_terms.values()]
     if ctx.distributed:  # sum of the ranks' weighted shard losses / W = global batch loss
@@ -436,12 +437,15 @@ def _train_step(run: _Run, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
 
 
 class _Progress:
-    """The step progress bar (rank 0 only), with each epoch's loss and errors.
+    """The step progress bar (rank 0 only), with the training speed in examples per second.
 
     Only on a terminal: where stderr is a file or a pipe (a log, CI) a bar would write a line per
-    update, so there is none (``disable=None``).
+    update, so there is none (``disable=None``). The speed counts the examples of the epoch's
+    training steps so far (evaluation excluded), refreshed every ``RATE_EVERY_S`` seconds and at
+    the end of each epoch, beside that epoch's loss and errors.
     """
 
+    RATE_EVERY_S = 0.5
     SHOWN = ("train_loss", "val_errors", "test_errors")  # of each epoch's history row
 
     def __init__(self, run: _Run, epochs_done: int, show: bool) -> None:
@@ -454,13 +458,33 @@ class _Progress:
             leave=False,
             dynamic_ncols=True,
         )
+        self.postfix: dict[str, Any] = {}
+        self.examples, self.started, self.last_step, self.shown = 0, 0.0, 0.0, 0.0
 
-    def step(self) -> None:
+    def start_epoch(self) -> None:
+        self.examples, self.started = 0, time.perf_counter()
+        self.last_step = self.shown = self.started
+
+    def step(self, examples: int) -> None:
+        """One step of ``examples`` examples (the global batch) done."""
         self.bar.update()
+        if self.bar.disable:
+            return
+        self.examples += examples
+        self.last_step = time.perf_counter()
+        if self.last_step - self.shown >= self.RATE_EVERY_S:
+            self._show(refresh=False)  # drawn with the bar's next update
 
     def show_epoch(self, row: dict) -> None:
-        """The epoch's loss and errors (from its history ``row``)."""
-        self.bar.set_postfix({k: row[k] for k in self.SHOWN if k in row})
+        """The epoch's speed, loss and errors (from its history ``row``)."""
+        self.postfix = {k: row[k] for k in self.SHOWN if k in row}
+        self._show(refresh=True)
+
+    def _show(self, refresh: bool) -> None:
+        seconds = max(self.last_step - self.started, 1e-9)
+        rate = {"examples/s": f"{self.examples / seconds:.0f}"} if self.examples else {}
+        self.bar.set_postfix({**self.postfix, **rate}, refresh=refresh)
+        self.shown = self.last_step
 
     def close(self) -> None:
         """Close the bar and, when no other bar is open, stop tqdm's monitor thread.
