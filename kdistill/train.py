@@ -9,6 +9,9 @@ an ensemble) and a transfer set that is not augmented, the teacher's logits are 
 and reused every epoch (one cache serves every loss and every temperature), which gives the same
 loss as running the teacher online.
 With a checkpoint folder it saves every epoch and can resume bit for bit.
+Each kind of training data, and the teacher's logits for each batch, is a batch source of
+:mod:`kdistill.batches`; scoring (``evaluate``, ``predict_logits``) is in
+:mod:`kdistill.evaluation`.
 """
 
 from __future__ import annotations
@@ -201,7 +204,7 @@ def fit(
             split off ``train`` (stratified, seeded).
         checkpoint_dir: save a checkpoint there after every epoch.
         resume: continue from the checkpoint in ``checkpoint_dir``.
-        progress: show a progress bar.
+        progress: show a progress bar (on a terminal): steps, loss, errors, examples/s.
         on_epoch: called after each epoch with the history so far.
 
     Returns:
