@@ -13,7 +13,11 @@ the old code, continued by the new one) and prints one line per case: equal, or 
 Cases: hard labels (also bf16 with jitter and lr decay), cached distillation (alpha 0.7, 1 and
 0), online distillation (jitter; also bf16), an ensemble teacher (cached and online), early
 stopping, resume (fit and a run folder), a run with the transfer-set options (dropped class,
-hold-out, fraction) and gradient clipping, a sweep.
+hold-out, fraction) and gradient clipping, a sweep; the other data modes (a torch Dataset: cached,
+online with jitter, randomly augmented, early stopping on a given val; a DataLoader), a
+teacher-logits file (with jitter views, by example id with a hold-out, for a Dataset, an
+ensemble run) and 2-rank torchrun runs (cached with an empty last shard; jitter with dropout).
+A case the other version cannot run (e.g. no teacher-logits files yet) is skipped there.
 """
 
 from __future__ import annotations
@@ -36,10 +40,14 @@ import kdistill  # noqa: E402  (before torch: it sets OMP_WAIT_POLICY)
 # isort: on
 import hashlib  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
 import shutil  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
 from dataclasses import fields, replace  # noqa: E402
 
 import torch  # noqa: E402
+from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 import kdistill.runs as runs_module  # noqa: E402
 from kdistill.data import load_dataset  # noqa: E402
@@ -122,6 +130,9 @@ class Cases:
         self.run_resume(teacher_dir)
         self.transfer_set(teacher_dir, member_dir)
         self.sweep(teacher_dir)
+        self.own_data(teacher, member)
+        self.logits_file(teacher_dir, member_dir)
+        self.torchrun(teacher_dir)
         return self.results
 
     def teachers(self) -> tuple[Path, Path]:
@@ -240,6 +251,103 @@ class Cases:
         run_sweep(sweep, self.out / "sweep", progress=False)
         for name, _ in sweep.cells():
             self.record_run(f"sweep-{name}", self.out / "sweep" / name)
+
+    def own_data(self, teacher: torch.nn.Module, member: torch.nn.Module) -> None:
+        """fit on a torch Dataset (kdistill batches it) and on a DataLoader (used as it is)."""
+        data = self.data
+        dataset = TensorDataset(data.train.images, data.train.labels)
+        stop = {"epochs": 30, "val_fraction": 0.2, "patience": 2}
+        cases = {
+            "dataset-cached": (dataset, config(4.0, 0.7, epochs=3), teacher, None),
+            "dataset-online-jitter": (
+                dataset, config(3.0, 0.9, epochs=2, jitter=1), [teacher, member], None
+            ),
+            "dataset-augmented": (Brightened(dataset), config(4.0, 0.7, epochs=2), teacher, None),
+            "dataset-early-stopping": (dataset, config(4.0, 0.7, **stop), teacher, data.test),
+            "dataset-hard": (dataset, config(epochs=2), None, None),
+        }  # fmt: skip
+        for name, (train, settings, source, val) in cases.items():
+            model = student()
+            result = fit(model, train, settings, teacher=source, val=val, test=data.test,
+                         progress=False)  # fmt: skip
+            self.record(name, model, result.history)
+        torch.manual_seed(11)  # the loader shuffles with the global generator
+        for name, settings, source in (
+            ("loader-online", config(4.0, 0.7, epochs=2), teacher),
+            ("loader-hard-jitter", config(epochs=2, jitter=1), None),
+        ):
+            loader = DataLoader(dataset, batch_size=50, shuffle=True)
+            model = student()
+            result = fit(model, loader, settings, teacher=source, test=data.test, progress=False)
+            self.record(name, model, result.history)
+
+    def logits_file(self, teacher_dir: Path, member_dir: Path) -> None:
+        """Distillation from a teacher-logits file: views under jitter, lookup by example id."""
+        try:
+            from kdistill.teacher_logits import read_teacher_logits, write_for_teachers
+        except ImportError:  # a version before teacher-logits files
+            print("teacher-logits file cases: not in this version", flush=True)
+            return
+        one, both = self.out / "teacher-logits.safetensors", self.out / "ensemble.safetensors"
+        write_for_teachers([teacher_dir], self.data, one, max_shift=1)
+        write_for_teachers([teacher_dir, member_dir], self.data, both, max_shift=1)
+        dataset = TensorDataset(self.data.train.images, self.data.train.labels)
+        cases = {
+            "file-jitter": (self.data.train, config(4.0, 0.7, epochs=2, jitter=1)),
+            "file-holdout": (self.data.train, config(4.0, 0.7, epochs=2, val_fraction=0.2)),
+            "file-dataset-jitter": (dataset, config(4.0, 0.7, epochs=2, jitter=1)),
+        }
+        for name, (train, settings) in cases.items():
+            model = student()
+            result = fit(model, train, settings, teacher_logits=read_teacher_logits(one),
+                         test=self.data.test, progress=False)  # fmt: skip
+            self.record(name, model, result.history)
+        spec = RunSpec(
+            model="mlp:16",
+            teacher_logits=str(both),
+            train=config(3.0, 0.9, epochs=2, jitter=1),
+            drop_classes=[3],
+        )
+        execute(spec, self.out / "file-ensemble", progress=False)
+        self.record_run("file-ensemble-run", self.out / "file-ensemble")
+
+    def torchrun(self, teacher_dir: Path) -> None:
+        """2-rank data-parallel runs (gloo): their weights and histories, as rank 0 writes them."""
+        common = ["distill", "--dataset", "digits", "--teacher", str(teacher_dir), "--lr", "0.05"]
+        common += ["--epochs", "2", "-T", "4", "--no-progress", "--device", "cpu"]
+        cases = {  # 8 a rank: the last global batch of 16 holds one example, rank 1 none
+            "torchrun-cached": ["--model", "mlp:32", "--batch-size", "8"],
+            "torchrun-jitter-dropout": [
+                "--model", "mlp:32,dropout=0.2", "--batch-size", "32", "--jitter", "1"
+            ],
+        }  # fmt: skip
+        env = dict(os.environ, PYTHONPATH=str(_source()), OMP_NUM_THREADS="1")
+        for name, args in cases.items():
+            folder = self.out / name
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+            launch = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2"]
+            launch += ["--nnodes=1", "--master-addr=127.0.0.1", f"--master-port={port}"]
+            command = [*launch, "-m", "kdistill", *common, *args, "--out", str(folder)]
+            done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+            if done.returncode:
+                raise SystemExit(f"{name} failed:\n{(done.stdout + done.stderr)[-3000:]}")
+            self.record_run(name, folder)
+
+
+class Brightened(torch.utils.data.Dataset):
+    """A Dataset that augments randomly (a brightness shift from the global generator)."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        x, y = self.dataset[i]
+        return x + 0.01 * torch.rand(()), y
 
 
 def compare_results(mine: dict, other: dict, out: Path, other_dir: Path) -> bool:

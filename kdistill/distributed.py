@@ -31,7 +31,9 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from kdistill.data import Split
 from kdistill.errors import KDistillError
+from kdistill.evaluation import evaluate as evaluate_local
 
 T = TypeVar("T")
 
@@ -245,14 +247,11 @@ def rank_seed(seed: int, epoch: int, rank: int) -> int:
 
 
 def evaluate(model: nn.Module, split, batch_size: int = 2000, bf16: bool = False) -> dict:
-    """:func:`kdistill.train.evaluate`, each rank scoring its shard and the counts all-reduced.
+    """:func:`kdistill.evaluation.evaluate`, each rank scoring its shard, the counts all-reduced.
 
     Every rank returns the same dict. Counts (errors, confusion) are exact; the mean loss is a
     float64 sum of per-rank sums, equal to one process's up to summation order.
     """
-    from kdistill.data import Split
-    from kdistill.train import evaluate as evaluate_local
-
     ctx = context()
     if not ctx.distributed or len(split) < ctx.world_size:  # (too few to give each rank one)
         return evaluate_local(model, split, batch_size, bf16)

@@ -9,6 +9,9 @@ an ensemble) and a transfer set that is not augmented, the teacher's logits are 
 and reused every epoch (one cache serves every loss and every temperature), which gives the same
 loss as running the teacher online.
 With a checkpoint folder it saves every epoch and can resume bit for bit.
+Each kind of training data, and the teacher's logits for each batch, is a batch source of
+:mod:`kdistill.batches`; scoring (``evaluate``, ``predict_logits``) is in
+:mod:`kdistill.evaluation`.
 """
 
 from __future__ import annotations
@@ -16,45 +19,34 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from kdistill import distributed
+from kdistill.batches import Batch, BatchSource, batch_source, teacher_lookup
 from kdistill.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from kdistill.compat import config_differences, current_train_config, describe_differences
-from kdistill.data import (
-    Split,
-    as_batches,
-    batch_indices,
-    random_shifts,
-    shift_images,
-    train_val_split,
-    view_index,
-)
+from kdistill.data import Split
 from kdistill.errors import KDistillError
+from kdistill.evaluation import Data, Teacher, as_members, autocast
+from kdistill.evaluation import evaluate as evaluate  # kdistill.train.evaluate, as before
+from kdistill.evaluation import predict_logits as predict_logits  # (also kdistill.train's)
 from kdistill.losses import (
     DistillationObjective,
     check_ensemble_support,
-    check_labels,
     default_loss,
-    log_soft_targets,
     make_loss,
     sum_terms,
 )
 from kdistill.losses.registry import DISTILLATION_DEFAULT
 from kdistill.models import max_norm_
-from kdistill.teacher_logits import TeacherLogitsFile, predict_in_blocks, raw_logit_table
-
-Teacher = nn.Module | Sequence[nn.Module]
-Data = Split | torch.utils.data.Dataset | torch.utils.data.DataLoader
-
+from kdistill.teacher_logits import TeacherLogitsFile
 
 SCHEDULES = ("cosine", "constant", "linear", "exponential")
 
@@ -175,55 +167,6 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
-def as_members(teacher: Teacher | None) -> list[nn.Module]:
-    """A teacher as a list of ensemble members (one model is an ensemble of one)."""
-    if teacher is None:
-        return []
-    return [teacher] if isinstance(teacher, nn.Module) else list(teacher)
-
-
-@torch.inference_mode()
-def predict_logits(
-    model: Teacher, split_images: Tensor, batch_size: int = 2000, bf16: bool = False
-) -> Tensor:
-    """Logits of a model, ``(N, C)``, or of each ensemble member, ``(M, N, C)``, in eval mode."""
-    return predict_in_blocks(model, split_images, batch_size, bf16=bf16)
-
-
-@torch.inference_mode()
-def evaluate(model: Teacher, split: Data, batch_size: int = 2000, bf16: bool = False) -> dict:
-    """Test errors, accuracy, per-class errors, confusion matrix and mean loss of a model.
-
-    An ensemble is scored by the mean of its members' probabilities. ``split`` may also be a
-    torch ``Dataset`` or ``DataLoader`` of ``(input, label)``.
-    """
-    if isinstance(split, Split):
-        logits = predict_logits(model, split.images, batch_size, bf16)
-    else:
-        logits, labels = _predict_batches(model, as_batches(split, batch_size), batch_size, bf16)
-        split = Split(torch.empty(len(labels), 0), labels)  # what is scored below
-    if logits.dim() == 3:  # ensemble: average probabilities, score their log
-        log_probs = log_soft_targets(list(logits), 1.0)
-    else:
-        log_probs = F.log_softmax(logits, dim=-1)
-    labels = split.labels.to(log_probs.device)
-    num_classes = log_probs.shape[-1]
-    predictions = log_probs.argmax(dim=-1)
-    confusion = torch.bincount(
-        labels * num_classes + predictions, minlength=num_classes * num_classes
-    ).reshape(num_classes, num_classes)
-    wrong = predictions != labels
-    return {
-        "examples": len(split),
-        "errors": int(wrong.sum()),
-        "accuracy": float(1 - wrong.float().mean()) if len(split) else float("nan"),
-        "loss": float(F.nll_loss(log_probs, labels)) if len(split) else float("nan"),
-        "per_class_errors": torch.bincount(labels[wrong], minlength=num_classes).tolist(),
-        "per_class_examples": torch.bincount(labels, minlength=num_classes).tolist(),
-        "confusion": confusion.tolist(),
-    }
-
-
 def fit(
     model: nn.Module,
     train: Data,
@@ -261,7 +204,7 @@ def fit(
             split off ``train`` (stratified, seeded).
         checkpoint_dir: save a checkpoint there after every epoch.
         resume: continue from the checkpoint in ``checkpoint_dir``.
-        progress: show a progress bar.
+        progress: show a progress bar (on a terminal): steps, loss, errors, examples/s.
         on_epoch: called after each epoch with the history so far.
 
     Returns:
@@ -273,47 +216,13 @@ def fit(
     writes checkpoints and shows progress (see :mod:`kdistill.distributed`).
     """
     config.validate()
-    members = as_members(teacher)
-    distilling = bool(members) or teacher_logits is not None
+    distilling = bool(as_members(teacher)) or teacher_logits is not None
     objective, config = _loss_and_config(config, loss, distilling)
     run = _prepare(model, train, config, objective, teacher, teacher_logits, val)
-    result, loop = FitResult(), _Loop()
-    if resume:
-        loop = _restore(checkpoint_dir, run, result)
-    elif checkpoint_dir is not None and distributed.on_main(lambda: has_checkpoint(checkpoint_dir)):
-        raise KDistillError(
-            f"{checkpoint_dir} already holds a checkpoint: pass --resume to continue it, "
-            "or choose a new --out"
-        )
-    bar = _progress_bar(run, loop.epoch, progress)
+    result = FitResult()
+    loop = _start(run, result, checkpoint_dir, resume)
     started = time.perf_counter()
-    run.net = distributed.wrap(model, run.device)  # DDP averages gradients across ranks
-    try:
-        for epoch in range(loop.epoch, config.epochs):
-            row = _train_epoch(run, epoch, bar)
-            for name, split in (("val", run.val), ("test", test)):
-                if split is not None:
-                    scored = distributed.evaluate(model, split, config.eval_batch_size)
-                    row[f"{name}_errors"], row[f"{name}_loss"] = scored["errors"], scored["loss"]
-            result.history.append(row)
-            bar.set_postfix(
-                {k: row[k] for k in ("train_loss", "val_errors", "test_errors") if k in row}
-            )
-            loop.epoch = epoch + 1
-            stop = _early_stopping(loop, row, result, model, config)
-            if checkpoint_dir is not None and run.ctx.is_main:
-                save_checkpoint(checkpoint_dir, _checkpoint_state(run, loop, result), epoch + 1)
-            if on_epoch is not None:
-                on_epoch(result.history)
-            if stop:
-                result.stopped_early = True
-                break
-    finally:  # also on Ctrl-C or an error: clear the bar, so a message starts on its own line
-        _close_progress_bar(bar)
-        # Drop the DDP wrapper now, on every path: its reducer holds the process group, whose
-        # gloo threads must not outlive distributed.process_group's destroy_process_group
-        # (the fit frame, and so `run`, can stay referenced by cyclic garbage until exit).
-        run.net = None
+    _train_epochs(run, loop, result, test, checkpoint_dir, on_epoch, progress)
     if loop.best_state is not None and config.patience is not None:
         model.load_state_dict(loop.best_state)
     result.seconds = time.perf_counter() - started
@@ -339,21 +248,15 @@ class _Run:
     device: torch.device
     model: nn.Module
     objective: DistillationObjective
-    members: list[nn.Module]  # the teacher's models ([] without a teacher)
     distilling: bool
-    stream: Any  # batches of a Dataset/DataLoader, or None for an in-memory Split
-    train_images: Tensor | None
-    train_labels: Tensor | None
-    teacher_cache: Tensor | None  # raw teacher logits of every example, (N, C) or (M, N, C)
+    batches: BatchSource  # each epoch's batches, with the teacher's logits of each
     val: Split | None
     num_classes: int
-    data_gen: torch.Generator
+    data_gen: torch.Generator  # shuffles and jitters the transfer set
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     steps_per_epoch: int
-    global_batch: int
     net: nn.Module | None = None  # the model as trained (DDP-wrapped under torchrun)
-    teacher_views: bool = False  # cache from a teacher-logits file: (V, N, C) or (M, V, N, C)
 
 
 def _loss_and_config(
@@ -383,27 +286,19 @@ def _prepare(
     teacher_logits: Tensor | TeacherLogitsFile | None,
     val: Split | None,
 ) -> _Run:
-    """Check the models and data, seed, and build the cache, optimizer and schedule."""
+    """Check the models and data, seed, and build the batches, optimizer and schedule."""
     ctx, device, members = distributed.context(), resolve_device(config.device), as_members(teacher)
-    stream = None if isinstance(train, Split) else as_batches(train, config.batch_size)
-    if stream is not None and ctx.distributed:
-        raise KDistillError(
-            "data-parallel training under torchrun takes an in-memory Split; a Dataset or "
-            "DataLoader would need a DistributedSampler, which kdistill does not set up"
-        )
-    probe = train.images[:1] if stream is None else stream.first_input()
+    batches = batch_source(train, config.batch_size, config.jitter)
+    probe = batches.first_input()
     num_classes = _check_models(model, members, probe, device)
     objective.to(device)
     if not members and teacher_logits is None:  # a loss that needs a teacher says so now
         _try_loss(objective, model, probe.to(device))
     check_ensemble_support(objective, len(members))
     if val is None and config.val_fraction > 0:
-        if stream is not None:
-            raise KDistillError("val_fraction needs an in-memory Split; pass val= for a Dataset")
-        train, val = train_val_split(train, config.val_fraction, config.seed)
-    if stream is None:
-        check_labels(train.labels, num_classes)
-    if teacher_logits is not None and stream is not None and not stream.indexed:
+        val = batches.hold_out(config.val_fraction, config.seed)
+    batches.expect_classes(num_classes)
+    if teacher_logits is not None and not batches.indexed:
         raise KDistillError(
             "teacher_logits are looked up by example index: pass the Dataset itself, not a "
             "DataLoader (whose batches carry no indices)"
@@ -414,38 +309,82 @@ def _prepare(
     for member in members:
         member.to(device).eval().requires_grad_(False)
     data_gen = torch.Generator(device=device).manual_seed(config.seed)
-    train_images = train_labels = cache = None
-    if stream is None:
-        train_images, train_labels = train.images.to(device), train.labels.to(device)
-    views = isinstance(teacher_logits, TeacherLogitsFile)
-    if views:
-        cache = _file_cache(teacher_logits, train, stream, config, num_classes)
-        if teacher_logits.ensemble:
-            check_ensemble_support(objective, cache.shape[0])
-    elif members or teacher_logits is not None:
-        cache = _teacher_cache(teacher, train_images, stream, teacher_logits, config, num_classes)
-        if cache is not None and cache.dim() == 3:
-            check_ensemble_support(objective, cache.shape[0])
-
+    batches.to(device)
+    batches.teacher = teacher_lookup(
+        batches, teacher, teacher_logits, num_classes=num_classes,
+        cache=config.cache_teacher_logits, batch_size=config.eval_batch_size, bf16=config.bf16,
+        device=device,
+    )  # fmt: skip
+    check_ensemble_support(objective, batches.teacher.members)
     optimizer = _make_optimizer(model, config)
-    global_batch = config.batch_size * ctx.world_size
-    steps_per_epoch = math.ceil(len(train) / global_batch) if stream is None else stream.steps
-    scheduler = _make_scheduler(optimizer, config, steps_per_epoch * config.epochs)
+    scheduler = _make_scheduler(optimizer, config, batches.steps * config.epochs)
     return _Run(
-        config=config, ctx=ctx, device=device, model=model, objective=objective, members=members,
-        distilling=bool(members) or teacher_logits is not None, stream=stream,
-        train_images=train_images, train_labels=train_labels, teacher_cache=cache, val=val,
+        config=config, ctx=ctx, device=device, model=model, objective=objective,
+        distilling=bool(members) or teacher_logits is not None, batches=batches, val=val,
         num_classes=num_classes, data_gen=data_gen, optimizer=optimizer, scheduler=scheduler,
-        steps_per_epoch=steps_per_epoch, global_batch=global_batch, teacher_views=views,
+        steps_per_epoch=batches.steps,
     )  # fmt: skip
 
 
-def _train_epoch(run: _Run, epoch: int, bar: tqdm) -> dict:
+def _start(run: _Run, result: FitResult, checkpoint_dir: str | Path | None, resume: bool) -> _Loop:
+    """Where the epoch loop starts: restored from the checkpoint, or from scratch (refused
+    where a checkpoint would be overwritten)."""
+    if resume:
+        return _restore(checkpoint_dir, run, result)
+    if checkpoint_dir is not None and distributed.on_main(lambda: has_checkpoint(checkpoint_dir)):
+        raise KDistillError(
+            f"{checkpoint_dir} already holds a checkpoint: pass --resume to continue it, "
+            "or choose a new --out"
+        )
+    return _Loop()
+
+
+def _train_epochs(
+    run: _Run,
+    loop: _Loop,
+    result: FitResult,
+    test: Data | None,
+    checkpoint_dir: str | Path | None,
+    on_epoch: Callable[[list[dict]], None] | None,
+    show_progress: bool,
+) -> None:
+    """The epochs left: after each, score val and test, record, checkpoint, maybe stop early."""
+    config, model = run.config, run.model
+    progress = _Progress(run, loop.epoch, show_progress)
+    try:
+        run.net = distributed.wrap(model, run.device)  # DDP averages gradients across ranks
+        for epoch in range(loop.epoch, config.epochs):
+            row = _train_epoch(run, epoch, progress)
+            for name, split in (("val", run.val), ("test", test)):
+                if split is not None:
+                    scored = distributed.evaluate(model, split, config.eval_batch_size)
+                    row[f"{name}_errors"], row[f"{name}_loss"] = scored["errors"], scored["loss"]
+            result.history.append(row)
+            progress.show_epoch(row)
+            loop.epoch = epoch + 1
+            stop = _early_stopping(loop, row, result, model, config)
+            if checkpoint_dir is not None and run.ctx.is_main:
+                save_checkpoint(checkpoint_dir, _checkpoint_state(run, loop, result), epoch + 1)
+            if on_epoch is not None:
+                on_epoch(result.history)
+            if stop:
+                result.stopped_early = True
+                break
+    finally:  # also on Ctrl-C or an error: clear the bar, so a message starts on its own line
+        progress.close()
+        # Drop the DDP wrapper now, on every path: its reducer holds the process group, whose
+        # gloo threads must not outlive distributed.process_group's destroy_process_group
+        # (the fit frame, and so `run`, can stay referenced by cyclic garbage until exit).
+        run.net = None
+
+
+def _train_epoch(run: _Run, epoch: int, progress: _Progress) -> dict:
     """One epoch of steps; its history row: lr, mean loss, each term's mean, seconds."""
     config, ctx = run.config, run.ctx
     run.model.train()
     run.objective.on_epoch(epoch, config.epochs)
     epoch_start = time.perf_counter()
+    progress.start_epoch()
     if ctx.distributed:  # each rank its own dropout masks, reproducible on resume
         torch.manual_seed(distributed.rank_seed(config.seed, epoch, ctx.rank))
     epoch_lr = run.optimizer.param_groups[0]["lr"]  # the rate this epoch starts with
@@ -453,8 +392,8 @@ def _train_epoch(run: _Run, epoch: int, bar: tqdm) -> dict:
     limit = _loss_limit(run.num_classes, temperature)
     step_losses = torch.zeros(run.steps_per_epoch, device=run.device)
     step_terms: dict[str, Tensor] = {}  # a term a step leaves out counts as 0 there
-    for step, (index, x, y, shifts, share) in enumerate(_epoch_batches(run)):
-        loss, terms = _train_step(run, index, x, y, shifts, share)
+    for step, batch in enumerate(run.batches.epoch(run.data_gen)):
+        loss, terms = _train_step(run, batch)
         step_losses[step] = loss
         for name, value in terms.items():
             if name not in step_terms:
@@ -462,7 +401,7 @@ def _train_epoch(run: _Run, epoch: int, bar: tqdm) -> dict:
             step_terms[name][step] = value
         if step % 100 == 99:  # one device sync per 100 steps
             _check_finite(step_losses[: step + 1], epoch, run.steps_per_epoch, limit)
-        bar.update()
+        progress.step(batch.examples)
     _check_finite(step_losses, epoch, run.steps_per_epoch, limit)
     per_step = [step_losses, *step_terms.values()]
     if ctx.distributed:  # sum of the ranks' weighted shard losses / W = global batch loss
@@ -477,66 +416,16 @@ def _train_epoch(run: _Run, epoch: int, bar: tqdm) -> dict:
     }
 
 
-def _progress_bar(run: _Run, epochs_done: int, progress: bool) -> tqdm:
-    """The step progress bar (rank 0 only), advanced past the epochs a resumed run has done.
-
-    Only on a terminal: where stderr is a file or a pipe (a log, CI) a bar would write a line per
-    update, so there is none (``disable=None``).
-    """
-    return tqdm(
-        total=run.steps_per_epoch * run.config.epochs,
-        initial=run.steps_per_epoch * epochs_done,
-        disable=None if progress and run.ctx.is_main else True,
-        desc="distill" if run.distilling else "train",
-        unit="step",
-        leave=False,
-        dynamic_ncols=True,
-    )
-
-
-def _close_progress_bar(bar: tqdm) -> None:
-    """Close ``bar`` and, when no other bar is open, stop tqdm's monitor thread.
-
-    tqdm starts a ``tqdm_monitor`` thread with the first bar (even a disabled one) and leaves it
-    running until the interpreter exits; fit stops it so that no thread of its own is alive at
-    exit (under torchrun, exit follows ``destroy_process_group``). The next bar starts a new one.
-    """
-    bar.close()
-    cls = type(bar)
-    monitor = getattr(cls, "monitor", None)
-    if monitor is not None and not getattr(cls, "_instances", True):
-        with cls.get_lock():
-            cls.monitor = None
-        monitor.exit()
-
-
-def _epoch_batches(
-    run: _Run,
-) -> Iterator[tuple[Tensor | None, Tensor, Tensor, Tensor | None, float]]:
-    """This rank's ``(index, x, y, shifts, share)`` batches of one shuffled (and jittered)
-    epoch; ``shifts`` ``(B, 2)`` are each example's jitter shift (None without jitter)."""
-    config = run.config
-    if run.stream is None:
-        return _split_batches(
-            run.train_images, run.train_labels, run.global_batch, run.data_gen, config.jitter,
-            run.ctx,
-        )  # fmt: skip
-    batches = _device_batches(run.stream.epoch(run.data_gen), run.device, run.num_classes)
-    return _jittered(batches, config.jitter, run.data_gen)
-
-
-def _train_step(
-    run: _Run, index: Tensor | None, x: Tensor, y: Tensor, shifts: Tensor | None, share: float
-) -> tuple[Tensor, dict[str, Tensor]]:
+def _train_step(run: _Run, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
     """One optimizer step; returns the (detached) loss and its terms."""
     config = run.config
-    with _autocast(run.device, config.bf16):
-        logits = run.net(x).float()
-    terms = run.objective(logits, _batch_teacher_logits(run, index, x, shifts), y)
+    with autocast(run.device, config.bf16):
+        logits = run.net(batch.inputs).float()
+    terms = run.objective(logits, batch.teacher_logits, batch.labels)
     loss = sum_terms(terms)
     if run.ctx.distributed:  # this shard's weight in the global batch's mean loss
-        if len(index):
-            loss, terms = loss * share, {k: v * share for k, v in terms.items()}
+        if len(batch.labels):
+            loss, terms = loss * batch.share, {k: v * batch.share for k, v in terms.items()}
         else:  # an empty shard (fewer examples left than ranks) still joins the all-reduce
             loss, terms = 0 * logits.sum(), {k: torch.zeros_like(v) for k, v in terms.items()}
     run.optimizer.zero_grad(set_to_none=True)
@@ -550,20 +439,72 @@ def _train_step(
     return loss.detach(), {k: v.detach() for k, v in terms.items()}
 
 
-def _batch_teacher_logits(
-    run: _Run, index: Tensor | None, x: Tensor, shifts: Tensor | None
-) -> Tensor | None:
-    """The teacher's raw logits of a batch: cached (from a file: each example's view of its
-    shift), or computed online; None without one."""
-    if not run.distilling:
-        return None
-    cache = run.teacher_cache
-    if cache is None:
-        return _online_teacher_logits(run.members, x, run.device, run.config.bf16)
-    if run.teacher_views:  # (V, N, C) or (M, V, N, C): view of each shift, then example
-        views = 0 if shifts is None else view_index(shifts, run.config.jitter)
-        return cache[views, index] if cache.dim() == 3 else cache[:, views, index]
-    return cache[index] if cache.dim() == 2 else cache.index_select(1, index)
+class _Progress:
+    """The step progress bar (rank 0 only), with the training speed in examples per second.
+
+    Only on a terminal: where stderr is a file or a pipe (a log, CI) a bar would write a line per
+    update, so there is none (``disable=None``). The speed counts the examples of the epoch's
+    training steps so far (evaluation excluded), refreshed every ``RATE_EVERY_S`` seconds and at
+    the end of each epoch, beside that epoch's loss and errors.
+    """
+
+    RATE_EVERY_S = 0.5
+    SHOWN = ("train_loss", "val_errors", "test_errors")  # of each epoch's history row
+
+    def __init__(self, run: _Run, epochs_done: int, show: bool) -> None:
+        self.bar = tqdm(
+            total=run.steps_per_epoch * run.config.epochs,
+            initial=run.steps_per_epoch * epochs_done,  # a resumed run starts where it stopped
+            disable=None if show and run.ctx.is_main else True,
+            desc="distill" if run.distilling else "train",
+            unit="step",
+            leave=False,
+            dynamic_ncols=True,
+        )
+        self.postfix: dict[str, Any] = {}
+        self.examples, self.started, self.last_step, self.shown = 0, 0.0, 0.0, 0.0
+
+    def start_epoch(self) -> None:
+        self.examples, self.started = 0, time.perf_counter()
+        self.last_step = self.shown = self.started
+
+    def step(self, examples: int) -> None:
+        """One step of ``examples`` examples (the global batch) done."""
+        self.bar.update()
+        if self.bar.disable:
+            return
+        self.examples += examples
+        self.last_step = time.perf_counter()
+        if self.last_step - self.shown >= self.RATE_EVERY_S:
+            self._show(refresh=False)  # drawn with the bar's next update
+
+    def show_epoch(self, row: dict) -> None:
+        """The epoch's speed, loss and errors (from its history ``row``)."""
+        self.postfix = {k: row[k] for k in self.SHOWN if k in row}
+        self._show(refresh=True)
+
+    def _show(self, refresh: bool) -> None:
+        seconds = max(self.last_step - self.started, 1e-9)
+        rate = {"examples/s": f"{self.examples / seconds:.0f}"} if self.examples else {}
+        self.bar.set_postfix({**self.postfix, **rate}, refresh=refresh)
+        self.shown = self.last_step
+
+    def close(self) -> None:
+        """Close the bar and, when no other bar is open, stop tqdm's monitor thread.
+
+        tqdm starts a ``tqdm_monitor`` thread with the first bar (even a disabled one) and leaves
+        it running until the interpreter exits; fit stops it so that no thread of its own is
+        alive at exit (under torchrun, exit follows ``destroy_process_group``). The next bar
+        starts a new one.
+        """
+        bar = self.bar
+        bar.close()
+        cls = type(bar)
+        monitor = getattr(cls, "monitor", None)
+        if monitor is not None and not getattr(cls, "_instances", True):
+            with cls.get_lock():
+                cls.monitor = None
+            monitor.exit()
 
 
 def _early_stopping(
@@ -578,72 +519,6 @@ def _early_stopping(
         return False
     loop.bad_epochs += 1
     return config.patience is not None and loop.bad_epochs >= config.patience
-
-
-def _teacher_cache(
-    teacher: Teacher | None,
-    train_images: Tensor | None,
-    stream,
-    teacher_logits: Tensor | None,
-    config: TrainConfig,
-    num_classes: int,
-) -> Tensor | None:
-    """The teacher's raw logits for every transfer example, or None to run it online.
-
-    ``(N, C)``, or ``(M, N, C)`` for an ensemble of M > 1 members: the same cache serves every
-    loss and every temperature. Cached when the transfer set is the same every epoch (no jitter,
-    no random transforms) and batches carry example indices; ``teacher_logits`` given by the
-    caller are always used.
-    """
-    if config.jitter and teacher_logits is None:
-        return None
-    if stream is not None and not stream.indexed:
-        return None
-    size = len(train_images) if stream is None else len(stream)
-    cacheable = stream is None or stream.is_deterministic()  # no random augmentation
-    if teacher_logits is None and config.cache_teacher_logits and cacheable:
-        # cached logits are computed once, in fp32 even for a bf16 run: rounding them to
-        # bf16 would perturb every epoch's soft targets for a one-off saving
-        if stream is None:  # each rank runs the teacher on its shard, then all gather
-            ctx = distributed.context()
-            shard = distributed.shard_slice(size, ctx.rank, ctx.world_size)
-            teacher_logits = predict_logits(teacher, train_images[shard], config.eval_batch_size)
-            teacher_logits = distributed.all_gather_rows(teacher_logits, size, dim=-2)
-        else:
-            batches = _predict_batches(teacher, stream, config.eval_batch_size, bf16=False)
-            teacher_logits = batches[0]
-    if teacher_logits is None:
-        return None
-    cache = teacher_logits.to(resolve_device(config.device))
-    if cache.dim() == 3 and cache.shape[0] == 1:  # an ensemble of one is one teacher
-        cache = cache[0]
-    if cache.dim() not in (2, 3) or tuple(cache.shape[-2:]) != (size, num_classes):
-        raise KDistillError(
-            f"teacher logits have shape {tuple(teacher_logits.shape)}, expected "
-            f"({size}, {num_classes}) (or (members, {size}, {num_classes})) for this transfer set"
-        )
-    return cache.clone()  # a normal tensor, usable outside inference mode
-
-
-def _file_cache(
-    logits_file: TeacherLogitsFile, train: Data, stream, config: TrainConfig, classes: int
-) -> Tensor:
-    """The raw logits of every transfer example under every shift the run can draw, from a
-    teacher-logits file: ``(V, N, C)``, or ``(M, V, N, C)`` for an ensemble; view
-    ``view_index(shifts, config.jitter)``. Examples are looked up by canonical index."""
-    logits_file.check_run(config.jitter, classes)
-    if stream is not None and not stream.indexed:
-        raise KDistillError(
-            "a teacher-logits file is looked up by example index: pass the Dataset itself, "
-            "not a DataLoader (whose batches carry no indices)"
-        )
-    if stream is None:  # by canonical example index, labels checked example by example
-        positions = logits_file.positions(train.example_ids, train.labels)
-    else:  # a Dataset: its own indices
-        positions = logits_file.positions(torch.arange(len(stream)))
-    device = resolve_device(config.device)
-    table = raw_logit_table(logits_file, positions, config.jitter, device)  # (M, V, N, C)
-    return table if logits_file.ensemble else table[0]
 
 
 def _checkpoint_state(run: _Run, loop: _Loop, result: FitResult) -> dict:
@@ -702,85 +577,6 @@ def _restore(checkpoint_dir: str | Path | None, run: _Run, result: FitResult) ->
         torch.cuda.set_rng_state(state["rng_cuda"].cpu(), device)
     result.history, result.best_epoch = state["history"], state["best_epoch"]
     return _Loop(state["epoch"], state["best_val"], state["bad_epochs"], state["best_model"])
-
-
-def _device_batches(batches, device: torch.device, num_classes: int):
-    """Loaded batches moved to ``device``, their labels checked (on the host: no sync)."""
-    for index, x, y in batches:
-        check_labels(y, num_classes)
-        yield (
-            index.to(device, non_blocking=True) if index is not None else None,
-            x.to(device, non_blocking=True),
-            y.to(device, non_blocking=True),
-        )
-
-
-@torch.inference_mode()
-def _predict_batches(model: Teacher, source, batch_size: int, bf16: bool) -> tuple[Tensor, Tensor]:
-    """Logits (``(N, C)``, or ``(M, N, C)`` for an ensemble) and labels of a batch source."""
-    members = as_members(model)
-    modes = [m.training for m in members]
-    for member in members:
-        member.eval()
-    device = next(members[0].parameters()).device
-    outputs, labels = [[] for _ in members], []
-    for _, x, y in source.in_order(batch_size):
-        x = x.to(device)
-        with _autocast(device, bf16):
-            for out, member in zip(outputs, members, strict=True):
-                out.append(member(x).float())
-        labels.append(y.to(device))
-    for member, mode in zip(members, modes, strict=True):
-        member.train(mode)
-    stacked = torch.stack([torch.cat(out) for out in outputs])
-    return (stacked[0] if isinstance(model, nn.Module) else stacked), torch.cat(labels)
-
-
-def _split_batches(
-    images: Tensor,
-    labels: Tensor,
-    global_batch: int,
-    generator: torch.Generator,
-    max_shift: int,
-    ctx: distributed.Context,
-) -> Iterator[tuple[Tensor, Tensor, Tensor, Tensor | None, float]]:
-    """This rank's ``(index, x, y, shifts, share)`` of each global batch of a shuffled epoch.
-
-    ``shifts`` are the jitter shifts ``(B, 2)`` of the examples (None without jitter).
-    ``share`` is the shard's weight in the global batch's mean (1 in one process). Jitter shifts
-    are drawn for the whole global batch, as one process draws them, so every rank's generator
-    stays in step and the shards are those of the one-process run.
-    """
-    for chunk in batch_indices(len(images), global_batch, generator):
-        rows = distributed.shard_slice(len(chunk), ctx.rank, ctx.world_size)
-        index, shifts = chunk[rows], None
-        if max_shift:
-            shifts = random_shifts(len(chunk), max_shift, generator, images.device)[rows]
-            x = shift_images(images[index], shifts, max_shift)
-        else:
-            x = images[index]
-        yield index, x, labels[index], shifts, ctx.world_size * len(index) / len(chunk)
-
-
-def _jittered(
-    batches: Iterator[tuple[Tensor | None, Tensor, Tensor]], max_shift: int, generator
-) -> Iterator[tuple[Tensor | None, Tensor, Tensor, Tensor | None, float]]:
-    for index, x, y in batches:
-        if not max_shift:
-            yield index, x, y, None, 1.0
-            continue
-        shifts = random_shifts(len(x), max_shift, generator, x.device)
-        yield index, shift_images(x, shifts, max_shift), y, shifts, 1.0
-
-
-def _online_teacher_logits(
-    members: list[nn.Module], x: Tensor, device: torch.device, bf16: bool
-) -> Tensor:
-    """The teacher's raw logits of a batch, ``(B, C)`` or ``(M, B, C)`` for an ensemble."""
-    with torch.inference_mode(), _autocast(device, bf16):
-        logits = [member(x).float() for member in members]
-        stacked = logits[0] if len(logits) == 1 else torch.stack(logits)
-    return stacked.clone()  # an inference tensor cannot be saved for backward
 
 
 def _check_models(
@@ -887,7 +683,3 @@ def _make_scheduler(
     else:
         factor = lambda step: 1.0  # noqa: E731
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def _autocast(device: torch.device, enabled: bool) -> torch.autocast:
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)

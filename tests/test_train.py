@@ -3,7 +3,10 @@ it runs is distillation_loss; configs of earlier versions load and resume."""
 
 from __future__ import annotations
 
+import io
 import json
+import re
+import sys
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 
@@ -253,6 +256,26 @@ def test_model_that_cannot_take_the_inputs(tiny_split):
 def test_bad_config(changes, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(**changes).validate()
+
+
+def test_progress_bar_shows_the_training_speed_in_examples_per_second(tiny_split, monkeypatch):
+    """On a terminal the bar reports examples/s beside the epoch's loss (its value depends on
+    the machine and is not checked); without progress nothing is written."""
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    config = TrainConfig(epochs=2, batch_size=64, device="cpu")
+    for progress in (True, False):
+        terminal = Terminal()
+        monkeypatch.setattr(sys, "stderr", terminal)
+        fit(_model(), tiny_split, config, progress=progress)
+        shown = terminal.getvalue()
+        if progress:
+            assert re.search(r"train_loss=\S+, examples/s=\d+", shown), shown
+        else:
+            assert shown == ""
 
 
 # --------------------------------------------------------------------------- the loss the loop runs
