@@ -17,6 +17,7 @@ from pathlib import Path
 
 from kdistill.data import DATASET_NAMES
 from kdistill.errors import KDistillError
+from kdistill.experiments import PAPERS
 from kdistill.losses import LOSSES, parse_loss_args
 from kdistill.train import SCHEDULES, TrainConfig
 
@@ -188,13 +189,20 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce = commands.add_parser(
         "reproduce", help="run a paper's experiments and report paper vs measured"
     )
-    reproduce.add_argument("paper", choices=["hinton2015"], help="the paper to reproduce")
+    reproduce.add_argument(
+        "paper",
+        nargs="?",
+        choices=sorted(PAPERS),
+        help="the paper to reproduce (see --list)",
+    )
+    reproduce.add_argument(
+        "--list", action="store_true", help="list the reproductions and their profiles"
+    )
     reproduce.add_argument(
         "--profile",
         default="quick",
-        choices=["quick", "paper", "paper-v1"],
-        help="quick: every experiment, small and short (minutes); paper: the full protocol; "
-        "paper-v1: the protocol of the first committed paper run",
+        help="how much of the protocol to run (default quick: every experiment, small and "
+        "short); the profiles of each paper are in --list",
     )
     reproduce.add_argument(
         "--seeds", type=int, default=1, help="seeds for the cheap rows (default 1)"
@@ -752,11 +760,21 @@ def _parse_shifts(items: list[str]) -> tuple[dict[int, float], list[int]]:
 
 def _cmd_reproduce(args: argparse.Namespace, argv: list[str]) -> int:
     from kdistill.checkpoint import check_folder_path
-    from kdistill.experiments.hinton2015 import reproduce
+    from kdistill.experiments import common, reproduction
 
+    if args.list:
+        _list_reproductions()
+        return 0
+    if args.paper is None:
+        raise KDistillError(
+            f"name the paper to reproduce ({', '.join(PAPERS)}), or list them with --list"
+        )
+    paper = reproduction(args.paper)
+    paper.profile(args.profile)  # an unknown profile, before any folder is made
     out = Path(args.out or f"runs/{args.paper}-{args.profile}")
     check_folder_path(out)
-    reproduce(
+    common.reproduce(
+        paper,
         args.profile,
         out,
         args.data_dir,
@@ -766,6 +784,15 @@ def _cmd_reproduce(args: argparse.Namespace, argv: list[str]) -> int:
         teacher_run=args.teacher_run,
     )
     return 0
+
+
+def _list_reproductions() -> None:
+    """``kdistill reproduce --list``: each registered paper, its line and its profiles."""
+    from kdistill.experiments import reproduction
+
+    for name, description in PAPERS.items():
+        profiles = ", ".join(reproduction(name).profiles)
+        print(f"{name}: {description} (profiles: {profiles})")
 
 
 def _cmd_demo(args: argparse.Namespace, argv: list[str]) -> int:

@@ -166,11 +166,6 @@ class Split:
         ids = self.example_ids.to(self.labels.device)
         return Split(self.images[index], self.labels[index], ids[index])
 
-    def to(self, device: torch.device | str) -> Split:
-        """This split on ``device``: data lives there so training makes no host copies."""
-        index = None if self.example_index is None else self.example_index.to(device)
-        return Split(self.images.to(device), self.labels.to(device), index)
-
 
 @dataclass
 class Dataset:
@@ -209,9 +204,9 @@ def read_idx(path: str | Path, expected_sha256: str | None = None) -> np.ndarray
         raise KDistillError(f"missing data file {path}")
     try:
         raw = path.read_bytes()
-        data = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+    except OSError as exc:
         raise KDistillError(f"corrupt data file {path}: {exc}") from None
+    data = _decompressed(raw, f"corrupt data file {path}")
     if expected_sha256 is not None:
         digest = hashlib.sha256(data).hexdigest()
         if digest != expected_sha256:
@@ -226,6 +221,14 @@ def read_idx(path: str | Path, expected_sha256: str | None = None) -> np.ndarray
                 f"expected {expected_sha256[:16]}...; delete it and get it again"
             )
     return parse_idx(data, source=str(path))
+
+
+def _decompressed(raw: bytes, corrupt: str) -> bytes:
+    """The bytes of an IDX file, gunzipped if they are gzip; ``corrupt`` starts the error."""
+    try:
+        return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+    except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
+        raise KDistillError(f"{corrupt}: {exc}") from None
 
 
 def _known_file(digest: str) -> str | None:
@@ -316,10 +319,7 @@ def download_idx_dataset(
 
 def read_idx_bytes_checked(payload: bytes, sha256: str, source: str) -> np.ndarray:
     """Decompress (if gzip), verify and parse IDX bytes that came from ``source``."""
-    try:
-        data = gzip.decompress(payload) if payload[:2] == b"\x1f\x8b" else payload
-    except (OSError, EOFError) as exc:
-        raise KDistillError(f"corrupt download from {source}: {exc}") from None
+    data = _decompressed(payload, f"corrupt download from {source}")
     if hashlib.sha256(data).hexdigest() != sha256:
         raise KDistillError(f"corrupt download from {source}: checksum mismatch")
     return parse_idx(data, source)
@@ -505,14 +505,10 @@ def batch_indices(
     generator: torch.Generator | None = None,
     *,
     shuffle: bool = True,
-    rank: int = 0,
-    world_size: int = 1,
 ) -> Iterator[Tensor]:
     """Yield index tensors of consecutive batches of a (shuffled) epoch.
 
-    With ``world_size > 1`` every rank draws the same permutation and takes its own
-    contiguous shard of each *global* batch of ``batch_size * world_size`` examples, so the
-    union over ranks of one step is exactly the single-process batch of that size.
+    (Under torchrun the training loop asks for batches of the global size and shards each.)
     """
     if batch_size < 1:
         raise KDistillError(f"batch size must be >= 1, got {batch_size}")
@@ -521,12 +517,8 @@ def batch_indices(
         order = torch.randperm(num_examples, generator=generator, device=device)
     else:
         order = torch.arange(num_examples)
-    global_batch = batch_size * world_size
-    for start in range(0, num_examples, global_batch):
-        chunk = order[start : start + global_batch]
-        shard = chunk.tensor_split(world_size)[rank] if world_size > 1 else chunk
-        if len(shard):
-            yield shard
+    for start in range(0, num_examples, batch_size):
+        yield order[start : start + batch_size]
 
 
 # --------------------------------------------------------------------------- torch datasets

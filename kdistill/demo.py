@@ -7,13 +7,19 @@ teacher's soft targets at T = 1, 4, 20).
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
-from kdistill.checkpoint import check_folder_path, has_checkpoint
+from kdistill.checkpoint import check_folder_path
 from kdistill.reports import format_table, plot_curves, plot_soft_targets
-from kdistill.runs import RunSpec, cached_dataset, execute, is_complete, load_run_model
+from kdistill.runs import (
+    RunSpec,
+    cached_dataset,
+    is_complete,
+    load_run_model,
+    read_history,
+    run_or_resume,
+)
 from kdistill.train import TrainConfig, predict_logits
 
 TEACHER = "cnn:16x32,dropout=0.5"
@@ -40,15 +46,11 @@ def run_demo(out: Path, seed: int = 0, progress: bool = True) -> list[dict]:
     rows, histories = [], {}
     for label, spec in runs.items():
         folder = out / label.split(" (")[0].replace(" ", "-")
-        if is_complete(folder):
-            metrics = json.loads((folder / "metrics.json").read_text())
-        else:
+        if not is_complete(folder):
             print(f"training {label}: {spec.model}", flush=True)
-            resume = has_checkpoint(folder)  # a demo stopped by Ctrl-C continues
-            metrics = execute(
-                spec, folder, resume=resume, progress=progress, argv=["kdistill", "demo"]
-            )
-        histories[label] = _read_history(folder)
+        # a finished run is checked and kept; a demo stopped by Ctrl-C continues
+        metrics, _ = run_or_resume(spec, folder, progress=progress, argv=["kdistill", "demo"])
+        histories[label] = read_history(folder / "history.csv")
         cost = metrics["cost"]["model"]
         rows.append(
             {
@@ -71,9 +73,3 @@ def run_demo(out: Path, seed: int = 0, progress: bool = True) -> list[dict]:
     print(format_table(rows))
     print(f"plots: {out / 'curves.png'}, {out / 'soft_targets.png'}")
     return rows
-
-
-def _read_history(folder: Path) -> list[dict]:
-    from kdistill.runs import read_history
-
-    return read_history(folder / "history.csv")

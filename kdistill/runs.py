@@ -18,8 +18,10 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -326,6 +328,34 @@ def execute(
         metrics["cost"]["teacher"] = [model_cost(t, dataset.input_shape, device) for t in teachers]
     atomic_write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def run_or_resume(
+    spec: RunSpec,
+    folder: str | Path,
+    *,
+    same_run: Callable[[Path, RunSpec], None] | None = None,
+    **execute_args: Any,
+) -> tuple[dict, str]:
+    """Make the run ``spec`` in ``folder`` from whatever state the folder is in.
+
+    A finished run is checked and kept ("done"), an interrupted one (a checkpoint, no
+    metrics.json) is checked and resumed ("resumed"), anything else runs from the start
+    ("new"). Returns the run's metrics and which of the three it was. ``same_run(folder,
+    spec)`` raises unless the run recorded in ``folder`` is ``spec`` (default: the settings
+    as :func:`check_same_run` compares them; a resume also checks the teachers' weights).
+    ``execute_args`` go to :func:`execute` (``progress``, ``argv``, ...).
+    """
+    folder = Path(folder)
+    same_run = same_run or functools.partial(check_same_run, teacher_sha256=None)
+    if is_complete(folder):
+        same_run(folder, spec)
+        return json.loads((folder / "metrics.json").read_text()), "done"
+    resume = has_checkpoint(folder)
+    if resume:
+        same_run(folder, spec)
+    metrics = execute(spec, folder, resume=resume, **execute_args)
+    return metrics, "resumed" if resume else "new"
 
 
 def _start_folder(out: Path, config: dict, resume: bool, seed: int, argv: list[str] | None) -> bool:

@@ -156,6 +156,15 @@ def test_demo_distilled_student_beats_student_alone(tmp_path, capsys):
     assert errors["teacher"] < errors["student alone"]
     for png in ("curves.png", "soft_targets.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # run again: every run is finished, checked and kept; another seed is refused, not mixed in
+    assert main(["demo", "--out", str(tmp_path), "--no-progress"]) == 0
+    again = capsys.readouterr().out
+    assert "training " not in again
+    for label, value in errors.items():
+        row = next(line for line in again.splitlines() if line.startswith(f"| {label}"))
+        assert int(row.split("|")[3]) == value
+    assert main(["demo", "--out", str(tmp_path), "--seed", "1", "--no-progress"]) == 2
+    assert "holds a run with other settings (train.seed: 0 -> 1)" in capsys.readouterr().err
 
 
 def test_loss_and_loss_args_are_the_long_form_of_t_and_alpha(teacher_run, tmp_path):

@@ -318,12 +318,12 @@ def test_interrupted_commands_give_advice_that_works(teacher, tmp_path, monkeypa
     assert main(argv) == 0  # the advice works
     assert "(resuming)" in capsys.readouterr().out
 
-    import kdistill.experiments.hinton2015 as hinton
+    import kdistill.experiments.common as reproductions
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(hinton, "reproduce", interrupted)
+    monkeypatch.setattr(reproductions, "reproduce", interrupted)
     assert main(["reproduce", "hinton2015", "--out", str(tmp_path / "rep")]) == 130
     advice = capsys.readouterr().err
     assert "--resume" not in advice and "re-run the same command" in advice

@@ -1,10 +1,11 @@
 """Hinton, Vinyals & Dean (2015), every experiment that runs on public data, paper vs measured.
 
-The experiments are data: :func:`plan` turns a :class:`Profile` into an ordered set of
-:class:`~kdistill.runs.RunSpec`, one folder each, all run by :func:`kdistill.runs.execute`.
-:func:`reproduce` runs them in order (a finished run is checked and skipped, an interrupted one
-resumes from its checkpoint) and then :func:`write_report` puts each measured figure beside the
-paper's in ``REPORT.md``, ``results.json`` and the PNGs.
+This module holds what is particular to this paper: its profiles (:data:`PROFILES`), its plan
+(:func:`plan`: a :class:`Profile` as an ordered set of :class:`~kdistill.runs.RunSpec`, one
+folder each) and its analyses (:func:`results`: the bias-shift search, the share of the
+ensemble's gain kept, the share of a gap closed; :func:`plots`). Running the plan, checking and
+resuming runs, and writing ``REPORT.md`` and ``results.json`` are shared by every reproduction
+(:mod:`kdistill.experiments.common`); :func:`reproduce` runs this one.
 
 1. Main table: teacher 784-1200-1200-10 (dropout, max-norm, 2 px jitter), student 784-800-800-10
    alone, the same student distilled at T = 20.
@@ -19,46 +20,30 @@ paper's in ``REPORT.md``, ``results.json`` and the PNGs.
 from __future__ import annotations
 
 import functools
-import json
 import math
+import operator
 import re
-import statistics
-import sys
-import time
-from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 
-from kdistill.checkpoint import (
-    atomic_write,
-    atomic_write_json,
-    atomic_write_text,
-    has_checkpoint,
-)
-from kdistill.compat import config_differences, describe_differences
 from kdistill.errors import KDistillError
-from kdistill.reports import (
-    format_table,
-    plot_curves,
-    plot_grouped_bars,
-    plot_lines,
-    plot_soft_targets,
+from kdistill.experiments import common
+from kdistill.experiments.common import (  # noqa: F401  (reuse_teacher: docs/results/*/worker.py)
+    FinishedRuns,
+    Measured,
+    Plan,
+    Reproduction,
+    result_row,
+    reuse_teacher,
 )
-from kdistill.runs import (
-    RunSpec,
-    cached_dataset,
-    environment,
-    execute,
-    holdout_split,
-    is_complete,
-    load_run_model,
-    read_history,
-)
-from kdistill.train import TrainConfig, predict_logits
+from kdistill.reports import plot_curves, plot_grouped_bars, plot_lines, plot_soft_targets
+from kdistill.runs import RunSpec, cached_dataset, holdout_split, load_run_model, read_history
+from kdistill.train import TrainConfig, evaluate, predict_logits
 
 TEACHER_MODEL = "mlp:1200x1200,dropout=0.5,input_dropout=0.2"
 # The paper profile's teacher sees pixels in [-1, 1]: with them, SGD at lr 0.01 halved every
@@ -232,24 +217,10 @@ def _tag(model: str) -> str:
     return re.sub(r"[^A-Za-z0-9.=-]+", "_", model.removeprefix("mlp:"))
 
 
+MAIN_STUDENT = student_model(MAIN_WIDTH)
+
+
 # --------------------------------------------------------------------------- plan
-
-
-@dataclass
-class Plan:
-    """The runs of one reproduction, by folder name (relative to the output folder), in order."""
-
-    profile: Profile
-    seeds: int
-    data_dir: str | None = None
-    runs: dict[str, RunSpec] = field(default_factory=dict)
-
-    def add(self, key: str, spec: RunSpec) -> str:
-        """Add a run (once: the same key must mean the same spec) and return its key."""
-        if key in self.runs and differences(asdict(self.runs[key]), asdict(spec)):
-            raise AssertionError(f"two different runs named {key}")
-        self.runs.setdefault(key, spec)
-        return key
 
 
 def teacher_key() -> str:
@@ -262,89 +233,6 @@ def hard_key(dataset: str, model: str, seed: int) -> str:
 
 def distill_key(width: int, temperature: float, seed: int) -> str:
     return f"mnist/distill-{width}x{width}-T{temperature:g}/seed{seed}"
-
-
-def plan(profile: Profile, out: str | Path, data_dir: str | None = None, seeds: int = 1) -> Plan:
-    """Every run of the reproduction as a RunSpec, teachers before their students."""
-    if seeds < 1:
-        raise KDistillError(f"--seeds must be >= 1, got {seeds}")
-    out = Path(out).resolve()
-    p = profile
-    result = Plan(profile, seeds, data_dir)
-    base = {"dataset": "mnist", "data_dir": data_dir, "train_fraction": p.data_fraction}
-
-    teacher = result.add(
-        teacher_key(), RunSpec(model=p.teacher_model, train=replace(p.teacher, seed=0), **base)
-    )
-    teachers = [str(out / teacher)]
-    main = student_model(MAIN_WIDTH)
-
-    def distilled(seed: int, config: TrainConfig | None = None, **changes) -> RunSpec:
-        return RunSpec(
-            model=changes.pop("model", main),
-            teachers=teachers,
-            train=replace(config or p.distill, seed=seed),
-            **{**base, **changes},
-        )
-
-    for seed in range(seeds):  # 1. main table, the cheap rows with every seed
-        result.add(
-            hard_key("mnist", main, seed),
-            RunSpec(model=main, train=replace(p.student, seed=seed), **base),
-        )
-        result.add(distill_key(MAIN_WIDTH, MAIN_TEMPERATURE, seed), distilled(seed))
-    for width in p.widths:  # 2. width x temperature, one seed, beside the width alone
-        result.add(
-            hard_key("mnist", student_model(width), 0),
-            RunSpec(model=student_model(width), train=replace(p.student, seed=0), **base),
-        )
-        for temperature in p.temperatures:
-            result.add(
-                distill_key(width, temperature, 0),
-                distilled(0, at_temperature(p.distill, temperature), model=student_model(width)),
-            )
-    for seed in range(seeds):  # 3. and 4. transfer sets without 3s / of only 7s and 8s
-        held = {"holdout_fraction": p.holdout_fraction}
-        result.add(omit_key(seed), distilled(seed, drop_classes=[OMITTED_CLASS], **held))
-        result.add(only78_key(seed), distilled(seed, keep_classes=list(KEPT_CLASSES), **held))
-    for dataset in p.ensemble_datasets:  # 5. ensembles, members from seeds 0..N-1
-        members = [
-            result.add(
-                hard_key(dataset, p.ensemble_model, k),
-                RunSpec(
-                    model=p.ensemble_model,
-                    train=replace(p.student, seed=k),
-                    **{**base, "dataset": dataset},
-                ),
-            )
-            for k in range(p.ensemble_size)
-        ]
-        result.add(
-            ensemble_key(dataset, p),
-            RunSpec(
-                model=p.ensemble_model,
-                teachers=[str(out / m) for m in members],
-                train=replace(p.distill, seed=0, grad_clip=ENSEMBLE_GRAD_CLIP),
-                **{**base, "dataset": dataset},
-            ),
-        )
-    small = {"train_fraction": p.data_fraction * p.small_fraction}
-    for seed in range(seeds):  # 6. soft targets as a regulariser
-        hard = RunSpec(model=main, train=replace(p.small, seed=seed), **{**base, **small})
-        result.add(small_key("hard", seed), hard)
-        early = replace(p.small, seed=seed, val_fraction=p.small_val_fraction)
-        early = replace(early, patience=p.small_patience)
-        result.add(small_key("hard-early", seed), replace(hard, train=early))
-        soft = replace(
-            p.small, lr=p.distill.lr, loss=p.distill.loss, loss_args=dict(p.distill.loss_args)
-        )
-        result.add(small_key("soft", seed), distilled(seed, soft, **small))
-    return result
-
-
-def at_temperature(config: TrainConfig, temperature: float) -> TrainConfig:
-    """``config`` (of the "hinton" loss) at another temperature."""
-    return replace(config, loss_args={**config.loss_args, "temperature": temperature})
 
 
 def omit_key(seed: int) -> str:
@@ -365,181 +253,404 @@ def small_key(kind: str, seed: int) -> str:
     return f"mnist/small-{kind}/seed{seed}"
 
 
-# --------------------------------------------------------------------------- run
+def at_temperature(config: TrainConfig, temperature: float) -> TrainConfig:
+    """``config`` (of the "hinton" loss) at another temperature."""
+    return replace(config, loss_args={**config.loss_args, "temperature": temperature})
 
 
-def differences(saved: dict, current: dict) -> list[str]:
-    """:func:`~kdistill.compat.config_differences` of two run configs, paths and device aside
-    (teachers compared by their place in the output folder)."""
-    saved, current = dict(saved), dict(current)
-    for config in (saved, current):
-        config["teachers"] = [list(Path(t).parts[-3:]) for t in config.get("teachers", [])]
-    return config_differences(saved, current, ignore=("data_dir", "train.device"))
+def plan(profile: Profile, out: str | Path, data_dir: str | None = None, seeds: int = 1) -> Plan:
+    """Every run of the reproduction as a RunSpec, teachers before their students."""
+    if seeds < 1:
+        raise KDistillError(f"--seeds must be >= 1, got {seeds}")
+    planner = _Planner(Plan(profile, seeds, data_dir), Path(out).resolve())
+    teacher = RunSpec(
+        model=profile.teacher_model, train=replace(profile.teacher, seed=0), **planner.shared()
+    )
+    planner.plan.add(teacher_key(), teacher)
+    _plan_main_table(planner)
+    _plan_width_temperature(planner)
+    _plan_transfer_sets(planner)
+    _plan_ensembles(planner)
+    _plan_small_data(planner)
+    return planner.plan
 
 
-def check_same_run(folder: Path, spec: RunSpec) -> None:
-    """Raise unless the run in ``folder`` was made with ``spec`` (paths and device aside).
+@dataclass(frozen=True)
+class _Planner:
+    """The plan being built, in the output folder ``out``, and the runs it is made of."""
 
-    The run may have been made by an earlier version (see :mod:`kdistill.compat`).
-    """
-    found = differences(json.loads((folder / "config.json").read_text()), asdict(spec))
-    if found:
-        raise KDistillError(
-            f"{folder} holds a run with another config than this reproduction needs "
-            f"({describe_differences(found)}); move it away or choose another --out"
+    plan: Plan
+    out: Path
+
+    @property
+    def profile(self) -> Profile:
+        return self.plan.profile
+
+    def add(self, key: str, spec: RunSpec) -> str:
+        return self.plan.add(key, spec)
+
+    def shared(self, **changes: Any) -> dict:
+        """The RunSpec fields every run has (MNIST, the profile's part of it), with ``changes``."""
+        shared = {
+            "dataset": "mnist",
+            "data_dir": self.plan.data_dir,
+            "train_fraction": self.profile.data_fraction,
+        }
+        return {**shared, **changes}
+
+    def alone(self, model: str, seed: int, **changes: Any) -> RunSpec:
+        """``model`` on hard labels with the profile's student settings."""
+        train = replace(self.profile.student, seed=seed)
+        return RunSpec(model=model, train=train, **self.shared(**changes))
+
+    def distilled(
+        self,
+        seed: int,
+        config: TrainConfig | None = None,
+        model: str = MAIN_STUDENT,
+        **changes: Any,
+    ) -> RunSpec:
+        """``model`` distilled from the teacher (by default with the profile's settings)."""
+        return RunSpec(
+            model=model,
+            teachers=[str(self.out / teacher_key())],
+            train=replace(config or self.profile.distill, seed=seed),
+            **self.shared(**changes),
         )
 
 
-TEACHER_FILES = ("config.json", "meta.json", "history.csv", "model.safetensors", "metrics.json")
+def _plan_main_table(planner: _Planner) -> None:
+    """1. The student alone and distilled at T = 20: the cheap rows, with every seed."""
+    for seed in range(planner.plan.seeds):
+        planner.add(hard_key("mnist", MAIN_STUDENT, seed), planner.alone(MAIN_STUDENT, seed))
+        planner.add(distill_key(MAIN_WIDTH, MAIN_TEMPERATURE, seed), planner.distilled(seed))
 
 
-def reuse_teacher(source: Path, folder: Path, spec: RunSpec) -> None:
-    """Copy the finished teacher run ``source`` into ``folder``, if it is the planned teacher.
+def _plan_width_temperature(planner: _Planner) -> None:
+    """2. Each width alone, then distilled at each temperature; one seed."""
+    profile = planner.profile
+    for width in profile.widths:
+        model = student_model(width)
+        planner.add(hard_key("mnist", model, 0), planner.alone(model, 0))
+        for temperature in profile.temperatures:
+            config = at_temperature(profile.distill, temperature)
+            planner.add(distill_key(width, temperature, 0), planner.distilled(0, config, model))
 
-    Refused, with nothing written, unless ``source`` is a finished run of ``spec``; a
-    ``folder`` that already holds a finished run is left as it is (and checked as usual).
-    """
-    if not is_complete(source):
-        raise KDistillError(f"--teacher-run {source} is not a finished run (no metrics.json)")
-    found = differences(json.loads((source / "config.json").read_text()), asdict(spec))
-    if found:
-        raise KDistillError(
-            f"--teacher-run {source} was trained with another config than this profile's "
-            f"teacher ({describe_differences(found)}); give a teacher of this profile, or "
-            "leave --teacher-run out to train one"
+
+def _plan_transfer_sets(planner: _Planner) -> None:
+    """3. and 4. Transfer sets without 3s / of only 7s and 8s, each keeping a held-out part."""
+    held = {"holdout_fraction": planner.profile.holdout_fraction}
+    for seed in range(planner.plan.seeds):
+        without = planner.distilled(seed, drop_classes=[OMITTED_CLASS], **held)
+        planner.add(omit_key(seed), without)
+        only = planner.distilled(seed, keep_classes=list(KEPT_CLASSES), **held)
+        planner.add(only78_key(seed), only)
+
+
+def _plan_ensembles(planner: _Planner) -> None:
+    """5. On each dataset, members from seeds 0..N-1, then one model distilled from them all."""
+    profile = planner.profile
+    for dataset in profile.ensemble_datasets:
+        members = [
+            planner.add(
+                hard_key(dataset, profile.ensemble_model, k),
+                planner.alone(profile.ensemble_model, k, dataset=dataset),
+            )
+            for k in range(profile.ensemble_size)
+        ]
+        distilled = RunSpec(
+            model=profile.ensemble_model,
+            teachers=[str(planner.out / member) for member in members],
+            train=replace(profile.distill, seed=0, grad_clip=ENSEMBLE_GRAD_CLIP),
+            **planner.shared(dataset=dataset),
         )
-    if is_complete(folder) or has_checkpoint(folder):
-        return
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in TEACHER_FILES:  # metrics.json last: a half-copied folder is not "finished"
-        atomic_write(folder / name, (source / name).read_bytes())
+        planner.add(ensemble_key(dataset, profile), distilled)
 
 
-def reproduce(
-    profile: str | Profile,
-    out: str | Path,
-    data_dir: str | None = None,
-    seeds: int = 1,
-    *,
-    progress: bool = True,
-    log: Callable[[str], None] | None = None,
-    argv: Sequence[str] | None = None,
-    teacher_run: str | Path | None = None,
-) -> list[dict]:
-    """Run (or continue) the whole reproduction into ``out`` and write its report there.
-
-    Returns the result rows (as in ``results.json``). ``log`` gets one line per finished run
-    (default: printed at once). ``teacher_run``: a finished run of the profile's teacher, copied
-    into ``out`` (when it has no teacher yet) instead of training one.
-    """
-    log = log or functools.partial(print, flush=True)
-    if isinstance(profile, str):
-        if profile not in PROFILES:
-            raise KDistillError(f"unknown profile {profile!r}: choose {', '.join(PROFILES)}")
-        profile = PROFILES[profile]
-    out = Path(out)
-    if data_dir is not None:
-        data_dir = str(Path(data_dir).resolve())
-    started = time.perf_counter()
-    the_plan = plan(profile, out, data_dir, seeds)
-    if teacher_run is not None:
-        reuse_teacher(Path(teacher_run), out / teacher_key(), the_plan.runs[teacher_key()])
-    argv = list(argv if argv is not None else ["kdistill", *sys.argv[1:]])
-    total = len(the_plan.runs)
-    for number, (key, spec) in enumerate(the_plan.runs.items(), 1):
-        folder = out / key
-        run_started = time.perf_counter()
-        if is_complete(folder):
-            check_same_run(folder, spec)
-            how = "already done"
-        else:
-            resume = has_checkpoint(folder)
-            if resume:
-                check_same_run(folder, spec)
-            execute(spec, folder, resume=resume, progress=progress, argv=argv)
-            how = f"{'resumed, ' if resume else ''}{time.perf_counter() - run_started:.0f} s"
-        metrics = _metrics(folder)
-        test = metrics["test"]
-        log(
-            f"[{number}/{total}] {key}: {test['errors']} test errors of {test['examples']} "
-            f"({metrics['epochs_run']} epochs, {how})"
+def _plan_small_data(planner: _Planner) -> None:
+    """6. The student on a small part of the data: hard labels, with early stopping, soft."""
+    profile = planner.profile
+    small = {"train_fraction": profile.data_fraction * profile.small_fraction}
+    for seed in range(planner.plan.seeds):
+        train = replace(profile.small, seed=seed)
+        hard = RunSpec(model=MAIN_STUDENT, train=train, **planner.shared(**small))
+        planner.add(small_key("hard", seed), hard)
+        early = replace(train, val_fraction=profile.small_val_fraction)
+        early = replace(early, patience=profile.small_patience)
+        planner.add(small_key("hard-early", seed), replace(hard, train=early))
+        soft = replace(
+            profile.small,
+            lr=profile.distill.lr,
+            loss=profile.distill.loss,
+            loss_args=dict(profile.distill.loss_args),
         )
-    rows = results(the_plan, out)
-    write_report(the_plan, out, rows, argv=argv, seconds=time.perf_counter() - started)
-    log(f"report written to {out / 'REPORT.md'}")
-    return rows
-
-
-def _metrics(folder: Path) -> dict:
-    return json.loads((folder / "metrics.json").read_text())
+        planner.add(small_key("soft", seed), planner.distilled(seed, soft, **small))
 
 
 # --------------------------------------------------------------------------- results
 
-
-def _row(
-    experiment: str,
-    row: str,
-    paper: float | None,
-    values: Sequence[float],
-    unit: str,
-    epochs: str,
-    better: str | None = "lower",
-    gap: tuple[float, float] | None = None,
-) -> dict:
-    """One result row; ``gap`` = (student alone, teacher) in the row's unit, when the row is a
-    distilled student, gives the share of the student-to-teacher gap that it closed."""
-    values = [float(v) for v in values]
-    mean = statistics.fmean(values)
-    closed = None
-    if gap is not None and gap[0] != gap[1]:
-        closed = round(100 * (gap[0] - mean) / (gap[0] - gap[1]), 1)
-    return {
-        "experiment": experiment,
-        "row": row,
-        "paper": paper,
-        "measured": round(statistics.fmean(values), 4),
-        "std": round(statistics.stdev(values), 4) if len(values) > 1 else None,
-        "seeds": len(values),
-        "unit": unit,
-        "epochs": epochs,
-        "better": better,
-        "gap_closed": closed,
-    }
+ERRORS = "test errors / 10,000"
+PERCENT_ERROR = "% test error"
 
 
-def _bias_shift_rows(
+def results(the_plan: Plan, out: Path) -> list[dict]:
+    """The result rows of a finished reproduction, paper figure beside measured."""
+    runs = FinishedRuns(the_plan, out)
+    teacher = runs.test_errors([teacher_key()])
+    alone = runs.test_errors([hard_key("mnist", MAIN_STUDENT, s) for s in runs.seeds])
+    rows = main_table_rows(runs, teacher, alone)
+    rows += width_temperature_rows(runs, teacher)
+    rows += omitted_class_rows(runs, gap=(alone.mean, teacher.mean))
+    rows += kept_classes_rows(runs, gap=(alone.mean / 100, teacher.mean / 100))
+    for dataset in the_plan.profile.ensemble_datasets:
+        rows += ensemble_rows(runs, dataset)
+    rows += small_data_rows(runs, full_data=alone)
+    return rows
+
+
+def _row(experiment: str, row: str, paper: float | None, measured: Measured, **kwargs) -> dict:
+    """A row of test errors (see :func:`~kdistill.experiments.common.result_row`)."""
+    return result_row(experiment, row, paper, measured.values, ERRORS, measured.epochs, **kwargs)
+
+
+def main_table_rows(runs: FinishedRuns, teacher: Measured, alone: Measured) -> list[dict]:
+    """1. The teacher, the student alone and the student distilled at T = 20."""
+    experiment = "1. main table (MNIST)"
+    keys = [distill_key(MAIN_WIDTH, MAIN_TEMPERATURE, s) for s in runs.seeds]
+    distilled = runs.test_errors(keys)
+    return [
+        _row(experiment, "teacher 1200-1200, dropout, max-norm, jitter", PAPER["teacher"], teacher),
+        _row(experiment, "student 800-800 alone", PAPER["student"], alone),
+        _row(
+            experiment,
+            "student 800-800 distilled, T=20",
+            PAPER["distilled"],
+            distilled,
+            gap=(alone.mean, teacher.mean),
+        ),
+    ]
+
+
+def width_temperature_rows(runs: FinishedRuns, teacher: Measured) -> list[dict]:
+    """2. Each width alone, then distilled at each T (with the share of its gap closed)."""
+    experiment = "2. width x temperature (MNIST)"
+    profile = runs.plan.profile
+    rows = []
+    for width in profile.widths:
+        alone = runs.test_errors([hard_key("mnist", student_model(width), 0)])
+        rows.append(_row(experiment, f"{width}-{width} alone", None, alone))
+        for temperature in profile.temperatures:
+            distilled = runs.test_errors([distill_key(width, temperature, 0)])
+            name = f"{width}-{width} at T={temperature:g}"
+            rows.append(_row(experiment, name, None, distilled, gap=(alone.mean, teacher.mean)))
+    return rows
+
+
+class Outcome(NamedTuple):
+    """A figure read off the per-class test errors after a bias shift, and the paper's."""
+
+    name: str
+    paper: float | None
+    unit: str
+    value_of: Callable[[list[int]], float]  # per-class test errors -> the figure
+    gap: tuple[float, float] | None  # (student alone, teacher) in ``unit``, or None
+
+
+def percent_error(per_class: list[int]) -> float:
+    """The test error in % of MNIST's 10,000 test examples."""
+    return sum(per_class) / 100
+
+
+def omitted_class_rows(runs: FinishedRuns, gap: tuple[float, float]) -> list[dict]:
+    """3. The transfer set without 3s: errors before, and after the 3's bias is raised."""
+    experiment = f"3. transfer set without {OMITTED_CLASS}s (MNIST)"
+    studies = shift_studies(runs, omit_key, [OMITTED_CLASS], +1.0)
+    epochs = str(runs.plan.profile.distill.epochs)
+    before = [st["before"] for st in studies]
+    rows = [
+        result_row(
+            experiment,
+            "test errors",
+            PAPER["omit3_errors"],
+            [sum(per_class) for per_class in before],
+            ERRORS,
+            epochs,
+            gap=gap,
+        ),
+        result_row(
+            experiment,
+            f"errors on the test {OMITTED_CLASS}s",
+            PAPER["omit3_errors_on_3"],
+            [per_class[OMITTED_CLASS] for per_class in before],
+            ERRORS,
+            epochs,
+        ),
+    ]
+    outcomes = [
+        Outcome("test errors", PAPER["omit3_shifted_errors"], ERRORS, sum, gap),
+        Outcome(
+            f"errors on {OMITTED_CLASS}s",
+            PAPER["omit3_shifted_errors_on_3"],
+            ERRORS,
+            operator.itemgetter(OMITTED_CLASS),
+            None,
+        ),
+    ]
+    shift = ("added to the 3's bias", PAPER["omit3_shift"])
+    return rows + bias_shift_rows(experiment, studies, shift, outcomes, epochs)
+
+
+def kept_classes_rows(runs: FinishedRuns, gap: tuple[float, float]) -> list[dict]:
+    """4. The transfer set of only 7s and 8s: the error before, and after their biases fall."""
+    experiment = "4. transfer set of only 7s and 8s (MNIST)"
+    studies = shift_studies(runs, only78_key, list(KEPT_CLASSES), -1.0)
+    epochs = str(runs.plan.profile.distill.epochs)
+    before = [percent_error(st["before"]) for st in studies]
+    row = result_row(
+        experiment, "test error", PAPER["only78_error"], before, PERCENT_ERROR, epochs, gap=gap
+    )
+    outcomes = [
+        Outcome("test error", PAPER["only78_shifted_error"], PERCENT_ERROR, percent_error, gap)
+    ]
+    shift = ("added to 7 and 8 biases", PAPER["only78_shift"])
+    return [row, *bias_shift_rows(experiment, studies, shift, outcomes, epochs)]
+
+
+def shift_studies(
+    runs: FinishedRuns, key_of: Callable[[int], str], classes: Sequence[int], sign: float
+) -> list[dict]:
+    """:func:`bias_shift_study` of the run ``key_of(seed)`` of every seed."""
+    return [
+        bias_shift_study(runs.plan.runs[key_of(seed)], runs.out / key_of(seed), classes, sign)
+        for seed in runs.seeds
+    ]
+
+
+def bias_shift_rows(
     experiment: str,
     studies: Sequence[dict],
-    paper_shift: float,
-    shift_unit: str,
-    outcomes: Sequence[tuple[str, float, str, Callable[[list[int]], float], tuple | None]],
+    shift: tuple[str, float],
+    outcomes: Sequence[Outcome],
     epochs: str,
 ) -> list[dict]:
     """Rows for the shift chosen on test (as the paper did) and on held-out training data.
 
-    For each choice: the shift found, then each outcome ``(name, paper figure, unit,
-    per-class test errors -> value, (alone, teacher) or None)`` after that shift.
+    ``shift`` is the unit of the shift and the paper's; for each choice, the shift found, then
+    each outcome after that shift.
     """
+    shift_unit, paper_shift = shift
     rows = []
     for where, paper in (("test", paper_shift), ("held-out", None)):
         label = "chosen on test (paper)" if where == "test" else "chosen on held-out training data"
         shifts = [st[where]["shift"] for st in studies]
         rows.append(
-            _row(experiment, f"bias shift {label}", paper, shifts, shift_unit, epochs, None)
+            result_row(experiment, f"bias shift {label}", paper, shifts, shift_unit, epochs, None)
         )
-        for name, paper_value, unit, value_of, gap in outcomes:
-            values = [value_of(st[where]["per_class"]) for st in studies]
-            row = f"{name}, shift {label}"
-            rows.append(_row(experiment, row, paper_value, values, unit, epochs, gap=gap))
+        for outcome in outcomes:
+            values = [outcome.value_of(st[where]["per_class"]) for st in studies]
+            rows.append(
+                result_row(
+                    experiment,
+                    f"{outcome.name}, shift {label}",
+                    outcome.paper,
+                    values,
+                    outcome.unit,
+                    epochs,
+                    gap=outcome.gap,
+                )
+            )
     return rows
 
 
-def _epochs(spec: RunSpec, metrics: Sequence[dict]) -> str:
-    if spec.train.patience is None:
-        return str(spec.train.epochs)
-    best = [m["best_epoch"] for m in metrics]
-    return f"best {statistics.fmean(best):.0f} of <= {spec.train.epochs} (early stopping)"
+def ensemble_rows(runs: FinishedRuns, dataset: str) -> list[dict]:
+    """5. The members, their ensemble, one model distilled from it and the gain it kept."""
+    profile = runs.plan.profile
+    experiment = f"5. ensemble of {profile.ensemble_size} into one model ({dataset})"
+    keys = [hard_key(dataset, profile.ensemble_model, k) for k in range(profile.ensemble_size)]
+    singles = runs.test_errors(keys)
+    ensemble = ensemble_errors(runs, keys, dataset)
+    distilled = runs.test_errors([ensemble_key(dataset, profile)])
+    model = profile.ensemble_model
+    kept = ensemble_gain_kept(singles.mean, ensemble, distilled.values[0])
+    of_ensemble = Measured([ensemble], singles.epochs)
+    return [
+        _row(experiment, f"single {model} (mean over members)", None, singles),
+        _row(experiment, "ensemble (mean of probabilities)", None, of_ensemble),
+        _row(
+            experiment,
+            f"one {model} distilled from the ensemble",
+            None,
+            distilled,
+            gap=(singles.mean, ensemble),
+        ),
+        result_row(
+            experiment,
+            "share of the ensemble's gain kept (paper: speech, Table 1)",
+            PAPER["ensemble_gain_kept"],
+            [kept],
+            "%",
+            distilled.epochs,
+            "higher",
+        ),
+    ]
+
+
+def ensemble_gain_kept(single: float, ensemble: float, distilled: float) -> float:
+    """The share (%) of the ensemble's gain over a single model that the distilled one keeps
+    (NaN when the ensemble gains nothing)."""
+    gain = single - ensemble
+    return 100 * (single - distilled) / gain if gain > 0 else math.nan
+
+
+def ensemble_errors(runs: FinishedRuns, keys: Sequence[str], dataset: str) -> int:
+    """Test errors of the ensemble (mean of probabilities) of the runs ``keys``."""
+    members = [load_run_model(runs.out / key)[0] for key in keys]
+    return evaluate(members, cached_dataset(dataset, runs.plan.data_dir).test)["errors"]
+
+
+def small_data_rows(runs: FinishedRuns, full_data: Measured) -> list[dict]:
+    """6. Hard labels, hard labels with early stopping, and soft targets on a small part of
+    the data, beside the student on all of it; and the share of that gap soft targets close."""
+    profile = runs.plan.profile
+    experiment = f"6. soft targets as a regulariser ({profile.small_fraction:.0%} of MNIST)"
+    hard, early, soft = (
+        runs.test_errors([small_key(kind, s) for s in runs.seeds])
+        for kind in ("hard", "hard-early", "soft")
+    )
+    closed = [
+        small_gap_closed(e, s, f)
+        for e, s, f in zip(early.values, soft.values, full_data.values, strict=True)
+    ]
+    return [
+        _row(experiment, "hard labels", None, hard),
+        _row(experiment, "hard labels, early stopping", None, early),
+        _row(
+            experiment,
+            "soft targets of the full-data teacher, T=20",
+            None,
+            soft,
+            gap=(early.mean, full_data.mean),
+        ),
+        _row(experiment, "hard labels on all the data (the student alone)", None, full_data),
+        result_row(
+            experiment,
+            "share of the gap to all the data closed by soft targets (paper: speech, Table 2)",
+            PAPER["small_gap_closed"],
+            closed,
+            "%",
+            soft.epochs,
+            "higher",
+        ),
+    ]
+
+
+def small_gap_closed(early: float, soft: float, full: float) -> float:
+    """The share (%) of the gap from the early-stopped hard-label student on the small data to
+    the student on all of it that soft targets close (NaN when there is no gap)."""
+    return 100 * (early - soft) / (early - full) if early > full else math.nan
+
+
+# --------------------------------------------------------------------------- bias shifts
 
 
 def choose_shift(
@@ -552,7 +663,7 @@ def choose_shift(
     """
     best: tuple[int, float, float] | None = None
     for value in SHIFT_GRID:
-        shifted = _shifted(logits, classes, sign * value)
+        shifted = shift_logits(logits, classes, sign * value)
         errors = int((shifted.argmax(1) != labels).sum())
         loss = float(F.cross_entropy(shifted, labels))
         if best is None or (errors, loss) < best[:2]:
@@ -560,378 +671,165 @@ def choose_shift(
     return best[2]
 
 
-def _shifted(logits: torch.Tensor, classes: Sequence[int], shift: float) -> torch.Tensor:
+def shift_logits(logits: torch.Tensor, classes: Sequence[int], shift: float) -> torch.Tensor:
+    """``logits`` with ``shift`` added to those of ``classes``: what a shift of their output
+    biases does."""
     shifted = logits.clone()
     shifted[:, list(classes)] += shift
     return shifted
 
 
-def _per_class_errors(logits: torch.Tensor, labels: torch.Tensor, classes: int) -> list[int]:
+def per_class_errors(logits: torch.Tensor, labels: torch.Tensor, classes: int) -> list[int]:
+    """The number of wrongly classified examples of each class."""
     wrong = logits.argmax(1) != labels
     return torch.bincount(labels[wrong], minlength=classes).tolist()
 
 
 def bias_shift_study(spec: RunSpec, folder: Path, classes: Sequence[int], sign: float) -> dict:
-    """Test errors of a run before and after the shift chosen on test and on held-out data."""
+    """Test errors of a run before and after the shift chosen on test and on held-out data.
+
+    Returns ``{"before": per-class test errors, "test": {"shift", "per_class"}, "held-out":
+    {...}, "held_out_examples": n}``.
+    """
     dataset = cached_dataset(spec.dataset, spec.data_dir)
     model, _ = load_run_model(folder)
     test_logits = predict_logits(model, dataset.test.images)
     held = holdout_split(dataset.train, spec)
     held_logits = predict_logits(model, held.images)
     labels = dataset.test.labels
-    study = {"before": _per_class_errors(test_logits, labels, dataset.num_classes)}
+    study = {"before": per_class_errors(test_logits, labels, dataset.num_classes)}
     for where, (logits, truth) in {
         "test": (test_logits, labels),
         "held-out": (held_logits, held.labels),
     }.items():
         shift = choose_shift(logits, truth, classes, sign)
+        shifted = shift_logits(test_logits, classes, shift)
         study[where] = {
             "shift": shift,
-            "per_class": _per_class_errors(
-                _shifted(test_logits, classes, shift), labels, dataset.num_classes
-            ),
+            "per_class": per_class_errors(shifted, labels, dataset.num_classes),
         }
     study["held_out_examples"] = len(held)
     return study
 
 
-def results(the_plan: Plan, out: Path) -> list[dict]:
-    """The result rows of a finished reproduction, paper figure beside measured."""
-    p, seeds, runs = the_plan.profile, range(the_plan.seeds), the_plan.runs
-    rows: list[dict] = []
-
-    def errors(keys: Sequence[str]) -> tuple[list[int], str]:
-        metrics = [_metrics(out / k) for k in keys]
-        return [m["test"]["errors"] for m in metrics], _epochs(runs[keys[0]], metrics)
-
-    main = student_model(MAIN_WIDTH)
-    exp = "1. main table (MNIST)"
-    unit = "test errors / 10,000"
-    values, ep = errors([teacher_key()])
-    teacher = statistics.fmean(values)
-    rows.append(
-        _row(
-            exp, "teacher 1200-1200, dropout, max-norm, jitter", PAPER["teacher"], values, unit, ep
-        )
-    )
-    values, ep = errors([hard_key("mnist", main, s) for s in seeds])
-    alone = statistics.fmean(values)
-    rows.append(_row(exp, "student 800-800 alone", PAPER["student"], values, unit, ep))
-    values, ep = errors([distill_key(MAIN_WIDTH, MAIN_TEMPERATURE, s) for s in seeds])
-    rows.append(
-        _row(
-            exp,
-            "student 800-800 distilled, T=20",
-            PAPER["distilled"],
-            values,
-            unit,
-            ep,
-            gap=(alone, teacher),
-        )
-    )
-
-    exp = "2. width x temperature (MNIST)"
-    for width in p.widths:
-        values, ep = errors([hard_key("mnist", student_model(width), 0)])
-        width_alone = statistics.fmean(values)
-        rows.append(_row(exp, f"{width}-{width} alone", None, values, unit, ep))
-        for temperature in p.temperatures:
-            values, ep = errors([distill_key(width, temperature, 0)])
-            row = f"{width}-{width} at T={temperature:g}"
-            rows.append(_row(exp, row, None, values, unit, ep, gap=(width_alone, teacher)))
-
-    exp = f"3. transfer set without {OMITTED_CLASS}s (MNIST)"
-    studies = [
-        bias_shift_study(runs[omit_key(s)], out / omit_key(s), [OMITTED_CLASS], +1.0) for s in seeds
-    ]
-    ep = str(p.distill.epochs)
-    rows.append(
-        _row(
-            exp,
-            "test errors",
-            PAPER["omit3_errors"],
-            [sum(st["before"]) for st in studies],
-            unit,
-            ep,
-            gap=(alone, teacher),
-        )
-    )
-    rows.append(
-        _row(
-            exp,
-            f"errors on the test {OMITTED_CLASS}s",
-            PAPER["omit3_errors_on_3"],
-            [st["before"][OMITTED_CLASS] for st in studies],
-            unit,
-            ep,
-        )
-    )
-    rows += _bias_shift_rows(
-        exp,
-        studies,
-        PAPER["omit3_shift"],
-        "added to the 3's bias",
-        [
-            ("test errors", PAPER["omit3_shifted_errors"], unit, sum, (alone, teacher)),
-            (
-                f"errors on {OMITTED_CLASS}s",
-                PAPER["omit3_shifted_errors_on_3"],
-                unit,
-                lambda per_class: per_class[OMITTED_CLASS],
-                None,
-            ),
-        ],
-        ep,
-    )
-
-    exp = "4. transfer set of only 7s and 8s (MNIST)"
-    studies78 = [
-        bias_shift_study(runs[only78_key(s)], out / only78_key(s), list(KEPT_CLASSES), -1.0)
-        for s in seeds
-    ]
-    pct = "% test error"
-    rows.append(
-        _row(
-            exp,
-            "test error",
-            PAPER["only78_error"],
-            [sum(st["before"]) / 100 for st in studies78],
-            pct,
-            ep,
-            gap=(alone / 100, teacher / 100),
-        )
-    )
-    rows += _bias_shift_rows(
-        exp,
-        studies78,
-        PAPER["only78_shift"],
-        "added to 7 and 8 biases",
-        [
-            (
-                "test error",
-                PAPER["only78_shifted_error"],
-                pct,
-                lambda per_class: sum(per_class) / 100,
-                (alone / 100, teacher / 100),
-            )
-        ],
-        ep,
-    )
-
-    for dataset in p.ensemble_datasets:
-        exp = f"5. ensemble of {p.ensemble_size} into one model ({dataset})"
-        keys = [hard_key(dataset, p.ensemble_model, k) for k in range(p.ensemble_size)]
-        singles, ep = errors(keys)
-        ensemble = _ensemble_errors(out, keys, dataset, the_plan.data_dir)
-        distilled, dep = errors([ensemble_key(dataset, p)])
-        arch = p.ensemble_model
-        rows.append(_row(exp, f"single {arch} (mean over members)", None, singles, unit, ep))
-        rows.append(_row(exp, "ensemble (mean of probabilities)", None, [ensemble], unit, ep))
-        row = f"one {arch} distilled from the ensemble"
-        gap = (statistics.fmean(singles), ensemble)
-        rows.append(_row(exp, row, None, distilled, unit, dep, gap=gap))
-        gain = statistics.fmean(singles) - ensemble
-        kept = 100 * (statistics.fmean(singles) - distilled[0]) / gain if gain > 0 else math.nan
-        rows.append(
-            _row(
-                exp,
-                "share of the ensemble's gain kept (paper: speech, Table 1)",
-                PAPER["ensemble_gain_kept"],
-                [kept],
-                "%",
-                dep,
-                "higher",
-            )
-        )
-
-    exp = f"6. soft targets as a regulariser ({p.small_fraction:.0%} of MNIST)"
-    hard, hep = errors([small_key("hard", s) for s in seeds])
-    early, eep = errors([small_key("hard-early", s) for s in seeds])
-    soft, sep = errors([small_key("soft", s) for s in seeds])
-    full, fep = errors([hard_key("mnist", main, s) for s in seeds])
-    rows.append(_row(exp, "hard labels", None, hard, unit, hep))
-    rows.append(_row(exp, "hard labels, early stopping", None, early, unit, eep))
-    row = "soft targets of the full-data teacher, T=20"
-    gap = (statistics.fmean(early), statistics.fmean(full))
-    rows.append(_row(exp, row, None, soft, unit, sep, gap=gap))
-    rows.append(_row(exp, "hard labels on all the data (the student alone)", None, full, unit, fep))
-    closed = [
-        100 * (e - s) / (e - f) if e > f else math.nan
-        for e, s, f in zip(early, soft, full, strict=True)
-    ]
-    rows.append(
-        _row(
-            exp,
-            "share of the gap to all the data closed by soft targets (paper: speech, Table 2)",
-            PAPER["small_gap_closed"],
-            closed,
-            "%",
-            sep,
-            "higher",
-        )
-    )
-    return rows
+# --------------------------------------------------------------------------- plots
 
 
-def _ensemble_errors(out: Path, keys: Sequence[str], dataset: str, data_dir: str | None) -> int:
-    from kdistill.train import evaluate
-
-    members = [load_run_model(out / k)[0] for k in keys]
-    return evaluate(members, cached_dataset(dataset, data_dir).test)["errors"]
-
-
-def verdict(row: dict) -> str:
-    """Whether a measured figure matches (or beats) the paper's, said plainly."""
-    if row["paper"] is None or row["better"] is None or math.isnan(row["measured"]):
-        return ""
-    worse = (
-        row["measured"] > row["paper"]
-        if row["better"] == "lower"
-        else row["measured"] < row["paper"]
-    )
-    return "WORSE than the paper" if worse else "matches or beats the paper"
+def plots(the_plan: Plan, out: Path) -> list[str]:
+    """Write the report's PNGs into ``out``; return their names."""
+    plot_width_temperature(the_plan, out, "width_temperature.png")
+    plot_main_curves(out, "main_curves.png")
+    plot_teacher_soft_targets(the_plan, out, "soft_targets.png")
+    plot_bias_shifts(the_plan, out, "bias_shift.png")
+    return ["width_temperature.png", "main_curves.png", "soft_targets.png", "bias_shift.png"]
 
 
-# --------------------------------------------------------------------------- report
-
-
-def write_report(
-    the_plan: Plan, out: Path, rows: list[dict], *, argv: Sequence[str], seconds: float
-) -> None:
-    """Write REPORT.md, results.json, meta.json and the PNGs into ``out``."""
-    p = the_plan.profile
-    records = [
-        {k: None if _is_nan(v) else v for k, v in row.items() if k != "better"} for row in rows
-    ]
-    atomic_write_json(out / "results.json", records)
-    train_seconds = sum(_metrics(out / k)["train_seconds"] for k in the_plan.runs)
-    # A reproduction resumed across sessions has runs from several commits: list them all.
-    run_commits = Counter(
-        json.loads((out / k / "meta.json").read_text())["git_commit"] for k in the_plan.runs
-    )
-    meta = {
-        "command": " ".join(argv),
-        "profile": p.name,
-        "seeds": the_plan.seeds,
-        "runs": len(the_plan.runs),
-        "train_seconds_all_runs": round(train_seconds, 1),
-        "run_commits": dict(run_commits),
-        "this_invocation_seconds": round(seconds, 1),
-        "environment": environment(0, list(argv)),
-    }
-    atomic_write_json(out / "meta.json", meta)
-    plots = _plots(the_plan, out)
-    env = meta["environment"]
-
-    lines = [
-        "# Hinton, Vinyals & Dean (2015): paper vs measured",
-        "",
-        f"- command: `{meta['command']}`",
-        f"- profile: `{p.name}`" + (f" ({p.note})" if p.note else ""),
-        f"- seeds: {the_plan.seeds} for the cheap rows (the teacher, the width x T grid and "
-        "the ensembles use one)",
-        f"- report written at commit `{env['git_commit']}`, torch {env['torch']}, "
-        f"{env['cpu_count']} CPUs, cuda: {env['cuda']}",
-        "- runs made at commits: "
-        + ", ".join(f"`{commit}` ({n})" for commit, n in run_commits.most_common()),
-        f"- training time, all {len(the_plan.runs)} runs: {train_seconds / 60:.1f} min; "
-        f"this invocation: {seconds / 60:.1f} min",
-        "- measured: mean over seeds (+- sample std); the paper's figures for experiments 5 and "
-        "6 are ratios from its speech experiments (section 4), compared as ratios.",
-        "",
-    ]
-    worse = [row for row in rows if verdict(row).startswith("WORSE")]
-    for experiment in dict.fromkeys(row["experiment"] for row in rows):
-        lines += [f"## {experiment}", ""]
-        table = [
-            {
-                "row": row["row"],
-                "paper": row["paper"],
-                "measured": row["measured"],
-                "+- std": row["std"],
-                "seeds": row["seeds"],
-                "epochs": row["epochs"],
-                "unit": row["unit"],
-                "gap closed": "" if row["gap_closed"] is None else f"{row['gap_closed']:g}%",
-                "verdict": verdict(row),
-            }
-            for row in rows
-            if row["experiment"] == experiment
-        ]
-        lines += [format_table(table), ""]
-    lines += ["## Worse than the paper", ""]
-    lines += [
-        f"- {r['experiment']}: {r['row']}: {r['measured']:g} vs {r['paper']:g}" for r in worse
-    ]
-    lines += ["- none"] if not worse else []
-    lines += ["", "## Plots", ""] + [f"![{name}]({name})" for name in plots] + [""]
-    atomic_write_text(out / "REPORT.md", "\n".join(lines))
-
-
-def _is_nan(value: object) -> bool:
-    return isinstance(value, float) and math.isnan(value)
-
-
-def _plots(the_plan: Plan, out: Path) -> list[str]:
-    p = the_plan.profile
+def plot_width_temperature(the_plan: Plan, out: Path, name: str) -> None:
+    """Test errors of the distilled students against T, one line per width."""
+    profile, runs = the_plan.profile, FinishedRuns(the_plan, out)
     series = {
         f"{w}-{w}": (
-            list(p.temperatures),
-            [_metrics(out / distill_key(w, t, 0))["test"]["errors"] for t in p.temperatures],
+            list(profile.temperatures),
+            [runs.metrics(distill_key(w, t, 0))["test"]["errors"] for t in profile.temperatures],
         )
-        for w in p.widths
+        for w in profile.widths
     }
     plot_lines(
         series,
-        out / "width_temperature.png",
+        out / name,
         xlabel="temperature T",
         ylabel="test errors / 10,000",
         title="Distilled students: width x temperature",
         logx=True,
     )
-    main = student_model(MAIN_WIDTH)
-    histories = {
-        "teacher 1200-1200": read_history(out / teacher_key() / "history.csv"),
-        "student 800-800 alone": read_history(out / hard_key("mnist", main, 0) / "history.csv"),
-        "student 800-800 distilled, T=20": read_history(
-            out / distill_key(MAIN_WIDTH, MAIN_TEMPERATURE, 0) / "history.csv"
-        ),
-    }
-    plot_curves(histories, out / "main_curves.png")
 
+
+def plot_main_curves(out: Path, name: str) -> None:
+    """The training curves of the main table's three runs (seed 0)."""
+    histories = {
+        "teacher 1200-1200": teacher_key(),
+        "student 800-800 alone": hard_key("mnist", MAIN_STUDENT, 0),
+        "student 800-800 distilled, T=20": distill_key(MAIN_WIDTH, MAIN_TEMPERATURE, 0),
+    }
+    plot_curves(
+        {label: read_history(out / key / "history.csv") for label, key in histories.items()},
+        out / name,
+    )
+
+
+def plot_teacher_soft_targets(the_plan: Plan, out: Path, name: str) -> None:
+    """The teacher's soft targets of one test digit at the temperatures of
+    :data:`SOFT_TARGET_TEMPERATURES`."""
     teacher, _ = load_run_model(out / teacher_key())
     test = cached_dataset("mnist", the_plan.data_dir).test
     logits = predict_logits(teacher, test.images[:2000])
-    # A confidently right digit (top probability 0.9-0.99 at T = 1) with the most probability on
-    # its runner-up: nearly one-hot at T = 1, and the similarity structure shows as T rises.
-    top2 = logits.softmax(1).topk(2, dim=1).values
-    eligible = (logits.argmax(1) == test.labels[:2000]) & (top2[:, 0] > 0.9) & (top2[:, 0] < 0.99)
-    index = int(torch.where(eligible, top2[:, 1], torch.tensor(-1.0)).argmax())
+    index = confident_example(logits, test.labels[:2000])
     plot_soft_targets(
         logits[index : index + 1],
         SOFT_TARGET_TEMPERATURES,
-        out / "soft_targets.png",
+        out / name,
         images=test.images[index : index + 1],
     )
 
+
+def confident_example(logits: torch.Tensor, labels: torch.Tensor) -> int:
+    """A confidently right example (top probability 0.9-0.99 at T = 1) with the most probability
+    on its runner-up: nearly one-hot at T = 1, and the similarity structure shows as T rises."""
+    top2 = logits.softmax(1).topk(2, dim=1).values
+    eligible = (logits.argmax(1) == labels) & (top2[:, 0] > 0.9) & (top2[:, 0] < 0.99)
+    return int(torch.where(eligible, top2[:, 1], torch.tensor(-1.0)).argmax())
+
+
+def plot_bias_shifts(the_plan: Plan, out: Path, name: str) -> None:
+    """Per-class test errors (seed 0) before and after each bias shift of experiments 3, 4."""
     groups = {}
-    for key, classes, sign, name in (
+    for key, classes, sign, group in (
         (omit_key(0), [OMITTED_CLASS], 1.0, f"no {OMITTED_CLASS}s"),
         (only78_key(0), list(KEPT_CLASSES), -1.0, "only 7s and 8s"),
     ):
         study = bias_shift_study(the_plan.runs[key], out / key, classes, sign)
-        groups[name] = {
+        test, held_out = study["test"], study["held-out"]
+        groups[group] = {
             "before the shift": study["before"],
-            f"shift {study['test']['shift']:+g} (chosen on test)": study["test"]["per_class"],
-            f"shift {study['held-out']['shift']:+g} (chosen on held-out)": study["held-out"][
-                "per_class"
-            ],
+            f"shift {test['shift']:+g} (chosen on test)": test["per_class"],
+            f"shift {held_out['shift']:+g} (chosen on held-out)": held_out["per_class"],
         }
     plot_grouped_bars(
         groups,
-        out / "bias_shift.png",
+        out / name,
         xlabel="test class",
         ylabel="test errors",
         title="Per-class test errors and the bias shift",
     )
-    return ["width_temperature.png", "main_curves.png", "soft_targets.png", "bias_shift.png"]
+
+
+# --------------------------------------------------------------------------- the reproduction
+
+REPRODUCTION = Reproduction(
+    name="hinton2015",
+    title="Hinton, Vinyals & Dean (2015)",
+    profiles=PROFILES,
+    plan=plan,
+    results=results,
+    plots=plots,
+    teacher_key=teacher_key(),
+    seeds_note="for the cheap rows (the teacher, the width x T grid and the ensembles use one)",
+    figures_note="; the paper's figures for experiments 5 and 6 are ratios from its speech "
+    "experiments (section 4), compared as ratios.",
+)
+
+
+def reproduce(
+    profile: str | Profile,
+    out: str | Path,
+    data_dir: str | None = None,
+    seeds: int = 1,
+    **options: Any,
+) -> list[dict]:
+    """Run (or continue) this reproduction into ``out`` and write its report there.
+
+    ``profile`` is a name of :data:`PROFILES` or a :class:`Profile`; ``options`` (``progress``,
+    ``log``, ``argv``, ``teacher_run``) as in :func:`kdistill.experiments.common.reproduce`.
+    Returns the result rows (as in ``results.json``).
+    """
+    return common.reproduce(REPRODUCTION, profile, out, data_dir, seeds, **options)
