@@ -215,6 +215,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="a finished teacher run made with the profile's teacher settings (e.g. the committed "
         "docs/results/paper-teacher), copied in instead of training the teacher again",
     )
+    reproduce.add_argument(
+        "--experiment",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="run and report only this experiment (repeatable), with the runs its rows are "
+        "compared with; the names are in --list (default: all)",
+    )
     reproduce.add_argument("--no-progress", action="store_true", help="no progress bars")
     reproduce.set_defaults(handler=_cmd_reproduce)
 
@@ -770,7 +778,8 @@ def _cmd_reproduce(args: argparse.Namespace, argv: list[str]) -> int:
             f"name the paper to reproduce ({', '.join(PAPERS)}), or list them with --list"
         )
     paper = reproduction(args.paper)
-    paper.profile(args.profile)  # an unknown profile, before any folder is made
+    paper.profile(args.profile)  # an unknown profile or experiment, before any folder is made
+    paper.check_experiments(args.experiment)
     out = Path(args.out or f"runs/{args.paper}-{args.profile}")
     check_folder_path(out)
     common.reproduce(
@@ -782,6 +791,7 @@ def _cmd_reproduce(args: argparse.Namespace, argv: list[str]) -> int:
         progress=not args.no_progress,
         argv=["kdistill", *argv],
         teacher_run=args.teacher_run,
+        experiments=args.experiment,
     )
     return 0
 
@@ -791,8 +801,10 @@ def _list_reproductions() -> None:
     from kdistill.experiments import reproduction
 
     for name, description in PAPERS.items():
-        profiles = ", ".join(reproduction(name).profiles)
-        print(f"{name}: {description} (profiles: {profiles})")
+        paper = reproduction(name)
+        print(f"{name}: {description} (profiles: {', '.join(paper.profiles)})")
+        for experiment, line in paper.experiments.items():
+            print(f"  --experiment {experiment}: {line}")
 
 
 def _cmd_demo(args: argparse.Namespace, argv: list[str]) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -173,9 +174,15 @@ def test_bad_profile_and_seeds_are_one_line_errors(tmp_path: Path, capsys) -> No
 
 def test_reproductions_are_listed_by_name(tmp_path: Path, capsys) -> None:
     assert main(["reproduce", "--list"]) == 0
-    (line,) = capsys.readouterr().out.splitlines()
+    line, *experiments = capsys.readouterr().out.splitlines()
     assert line.startswith("hinton2015: Hinton, Vinyals & Dean (2015)")
     assert line.endswith("(profiles: quick, paper, paper-v1)")
+    assert [e.split(":")[0].strip() for e in experiments] == [
+        f"--experiment {name}" for name in h.EXPERIMENTS
+    ]
+    assert main(["reproduce", "hinton2015", "--experiment", "omit4", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "hinton2015 has no experiment 'omit4': choose from main, width-temperature" in err
     assert main(["reproduce", "hinton2015", "--profile", "huge", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "unknown profile 'huge': choose quick, paper, paper-v1" in err
@@ -294,6 +301,45 @@ def test_quick_profile_shows_the_papers_directions(quick: tuple[Path, list[str]]
         assert rows[("3.", f"errors on 3s, shift {how}")] < rows[("3.", "errors on the test 3s")]
         assert rows[("3.", f"bias shift {how}")] > 0
         assert rows[("4.", f"bias shift {how}")] < 0
+
+
+def test_an_experiment_runs_alone_with_the_rows_it_is_compared_with(tmp_path: Path) -> None:
+    profile = h.PROFILES["paper"]
+    ensemble = h.plan(profile, tmp_path, experiments=["ensemble"])
+    assert ensemble.experiments == ("ensemble",)
+    assert h.teacher_key() not in ensemble.runs  # the ensemble distils its own members
+    assert all(key.split("/")[1].startswith(("hard-300", "ensemble")) for key in ensemble.runs)
+    omit = h.plan(profile, tmp_path, seeds=2, experiments=["omit3"])
+    assert omit.experiments == ("main", "omit3")  # its rows are compared with the main table
+    full = h.plan(profile, tmp_path, seeds=2)
+    assert list(omit.runs) == [key for key in full.runs if key in omit.runs]
+    assert set(omit.runs) == {h.teacher_key()} | {
+        key(seed)
+        for seed in range(2)
+        for key in (
+            lambda s: h.hard_key("mnist", h.MAIN_STUDENT, s),
+            lambda s: h.distill_key(h.MAIN_WIDTH, h.MAIN_TEMPERATURE, s),
+            h.omit_key,
+        )
+    }
+
+
+def test_one_experiment_reports_its_rows_as_the_whole_report_does(quick, tmp_path: Path) -> None:
+    out, _ = quick
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    (copy / "results.json").unlink()
+    data_dir = json.loads((out / h.teacher_key() / "config.json").read_text())["data_dir"]
+    lines: list[str] = []
+    h.reproduce("quick", copy, data_dir, progress=False, log=lines.append, experiments=["only78"])
+    runs = [line for line in lines if line.startswith("[")]
+    assert len(runs) == 4 and all("already done" in line for line in runs)
+    records = _records(copy)
+    assert {r["experiment"][:2] for r in records} == {"1.", "4."}
+    assert records == [r for r in _records(out) if r["experiment"][:2] in ("1.", "4.")]
+    report = (copy / "REPORT.md").read_text()
+    assert "- experiments: main, only78 (of the paper's 6)" in report
+    assert "## 3." not in report and "bias_shift.png" in report
 
 
 def test_a_finished_reproduction_is_not_run_again(quick: tuple[Path, list[str]]) -> None:

@@ -46,6 +46,7 @@ class Plan:
     seeds: int
     data_dir: str | None = None
     runs: dict[str, RunSpec] = field(default_factory=dict)
+    experiments: tuple[str, ...] = ()  # the experiments planned, when a paper names them
 
     def add(self, key: str, spec: RunSpec) -> str:
         """Add a run (once: the same key must mean the same spec) and return its key."""
@@ -63,7 +64,9 @@ class Reproduction:
     finished runs into result rows (see :func:`result_row`) and ``plots(plan, out)`` writes the
     PNGs into ``out`` and returns their names. ``teacher_key`` is the run that ``--teacher-run``
     may replace. ``seeds_note`` follows the number of seeds in the report (which runs repeat),
-    ``figures_note`` says how the measured figures compare with the paper's.
+    ``figures_note`` says how the measured figures compare with the paper's. ``experiments``
+    names the paper's experiments (name -> one line), when it can run some of them alone: then
+    ``plan`` takes ``experiments=`` (the names chosen) and records them in ``Plan.experiments``.
     """
 
     name: str
@@ -75,6 +78,20 @@ class Reproduction:
     teacher_key: str | None = None
     seeds_note: str = ""
     figures_note: str = ""
+    experiments: Mapping[str, str] = field(default_factory=dict)
+
+    def check_experiments(self, names: Sequence[str]) -> None:
+        """Raise a one-line error unless every name in ``names`` is one of the experiments."""
+        if not names:
+            return
+        if not self.experiments:
+            raise KDistillError(f"{self.name} runs all its experiments together: drop --experiment")
+        unknown = [name for name in names if name not in self.experiments]
+        if unknown:
+            raise KDistillError(
+                f"{self.name} has no experiment {', '.join(map(repr, unknown))}: choose from "
+                f"{', '.join(self.experiments)}"
+            )
 
     def profile(self, name: str) -> Any:
         """The profile called ``name``, or a one-line error naming the others."""
@@ -148,21 +165,26 @@ def reproduce(
     log: Callable[[str], None] | None = None,
     argv: Sequence[str] | None = None,
     teacher_run: str | Path | None = None,
+    experiments: Sequence[str] = (),
 ) -> list[dict]:
-    """Run (or continue) the whole reproduction into ``out`` and write its report there.
+    """Run (or continue) the reproduction into ``out`` and write its report there.
 
     Returns the result rows (as in ``results.json``). ``log`` gets one line per finished run
     (default: printed at once). ``teacher_run``: a finished run of the profile's teacher, copied
-    into ``out`` (when it has no teacher yet) instead of training one.
+    into ``out`` (when it has no teacher yet) instead of training one. ``experiments``: run and
+    report only these of the paper's experiments (and those they are compared with); all if
+    empty.
     """
     log = log or functools.partial(print, flush=True)
+    reproduction.check_experiments(experiments)
     if isinstance(profile, str):
         profile = reproduction.profile(profile)
     out = Path(out)
     if data_dir is not None:
         data_dir = str(Path(data_dir).resolve())
     started = time.perf_counter()
-    the_plan = reproduction.plan(profile, out, data_dir, seeds)
+    chosen = {"experiments": tuple(experiments)} if experiments else {}
+    the_plan = reproduction.plan(profile, out, data_dir, seeds, **chosen)
     if teacher_run is not None:
         reuse_teacher_run(reproduction, the_plan, out, Path(teacher_run))
     argv = list(argv if argv is not None else ["kdistill", *sys.argv[1:]])
@@ -371,6 +393,7 @@ def report_header(
         f"- command: `{meta['command']}`",
         f"- profile: `{profile.name}`" + (f" ({profile.note})" if profile.note else ""),
         f"- seeds: {the_plan.seeds} {reproduction.seeds_note}".rstrip(),
+        *experiments_line(reproduction, the_plan),
         f"- report written at commit `{env['git_commit']}`, torch {env['torch']}, "
         f"{env['cpu_count']} CPUs, cuda: {env['cuda']}",
         "- runs made at commits: "
@@ -380,6 +403,14 @@ def report_header(
         f"- measured: mean over seeds (+- sample std){reproduction.figures_note}",
         "",
     ]
+
+
+def experiments_line(reproduction: Reproduction, the_plan: Plan) -> list[str]:
+    """The header line naming the experiments run, when they are not all of the paper's."""
+    if not the_plan.experiments or set(the_plan.experiments) >= set(reproduction.experiments):
+        return []
+    chosen, every = ", ".join(the_plan.experiments), len(reproduction.experiments)
+    return [f"- experiments: {chosen} (of the paper's {every})"]
 
 
 def experiment_tables(rows: list[dict]) -> list[str]:

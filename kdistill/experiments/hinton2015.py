@@ -96,6 +96,9 @@ class Profile:
     ``student`` trains on hard labels (student alone, ensemble members); ``distill`` is the
     student's optimiser and distillation settings; ``small`` the runs on ``small_fraction`` of
     the data (experiment 6), where the hard-label baseline may stop early on a validation split.
+    ``narrow_width_seeds`` seeds every width x temperature cell narrower than the main student
+    (cheap, and the temperature differences there are small against seed noise); the main
+    width has one seed per temperature besides the main table's seeds at T = 20.
     """
 
     name: str
@@ -115,6 +118,7 @@ class Profile:
     small_val_fraction: float
     small_patience: int
     note: str = ""
+    narrow_width_seeds: int = 1
 
 
 # Every student, alone or distilled, at any width: the same optimiser, so a comparison is fair.
@@ -183,6 +187,7 @@ PROFILES = {
         small=STUDENT_OPTIMISER(epochs=200),
         small_val_fraction=0.2,
         small_patience=30,
+        narrow_width_seeds=3,
     ),
     # The protocol of the first committed paper run (docs/results/hinton2015, 2026-11-26),
     # kept so that its records stay reproducible: cosine from lr 0.1 for the teacher (96 test
@@ -258,20 +263,63 @@ def at_temperature(config: TrainConfig, temperature: float) -> TrainConfig:
     return replace(config, loss_args={**config.loss_args, "temperature": temperature})
 
 
-def plan(profile: Profile, out: str | Path, data_dir: str | None = None, seeds: int = 1) -> Plan:
-    """Every run of the reproduction as a RunSpec, teachers before their students."""
+# The experiments, in the order they run; each can run alone (``--experiment NAME``), with
+# the main table that its rows are compared with.
+EXPERIMENTS = {
+    "main": "1. the teacher, the student alone and distilled at T = 20",
+    "width-temperature": "2. students of each width distilled at each temperature",
+    "omit3": "3. a transfer set without 3s, then the 3's bias raised",
+    "only78": "4. a transfer set of only 7s and 8s, then their biases lowered",
+    "ensemble": "5. an ensemble distilled into one model (MNIST, Fashion-MNIST)",
+    "small-data": "6. soft targets as a regulariser on 3% of the data",
+}
+# Rows of these compare with the main table (the student alone, the teacher).
+NEEDS_MAIN_TABLE = ("width-temperature", "omit3", "only78", "small-data")
+
+
+def chosen_experiments(names: Sequence[str] = ()) -> tuple[str, ...]:
+    """``names`` (all experiments if empty) with the main table where they need it, in order."""
+    wanted = set(names or EXPERIMENTS)
+    if wanted & set(NEEDS_MAIN_TABLE):
+        wanted.add("main")
+    return tuple(name for name in EXPERIMENTS if name in wanted)
+
+
+def plan(
+    profile: Profile,
+    out: str | Path,
+    data_dir: str | None = None,
+    seeds: int = 1,
+    experiments: Sequence[str] = (),
+) -> Plan:
+    """Every run of the reproduction as a RunSpec, teachers before their students.
+
+    ``experiments``: only these of :data:`EXPERIMENTS` (with the main table where their rows
+    need it); all if empty.
+    """
     if seeds < 1:
         raise KDistillError(f"--seeds must be >= 1, got {seeds}")
-    planner = _Planner(Plan(profile, seeds, data_dir), Path(out).resolve())
-    teacher = RunSpec(
-        model=profile.teacher_model, train=replace(profile.teacher, seed=0), **planner.shared()
-    )
-    planner.plan.add(teacher_key(), teacher)
-    _plan_main_table(planner)
-    _plan_width_temperature(planner)
-    _plan_transfer_sets(planner)
-    _plan_ensembles(planner)
-    _plan_small_data(planner)
+    chosen = chosen_experiments(experiments)
+    planner = _Planner(Plan(profile, seeds, data_dir, experiments=chosen), Path(out).resolve())
+    if chosen != ("ensemble",):  # every other experiment distils the teacher
+        teacher = RunSpec(
+            model=profile.teacher_model, train=replace(profile.teacher, seed=0), **planner.shared()
+        )
+        planner.plan.add(teacher_key(), teacher)
+    planners = {
+        "main": _plan_main_table,
+        "width-temperature": _plan_width_temperature,
+        "omit3": _plan_omitted_class,
+        "only78": _plan_kept_classes,
+        "ensemble": _plan_ensembles,
+        "small-data": _plan_small_data,
+    }
+    if {"omit3", "only78"} <= set(chosen):  # their runs interleave, seed by seed
+        del planners["omit3"], planners["only78"]
+        planners["omit3"] = _plan_transfer_sets
+    for name in chosen:
+        if name in planners:
+            planners[name](planner)
     return planner.plan
 
 
@@ -327,22 +375,41 @@ def _plan_main_table(planner: _Planner) -> None:
 
 
 def _plan_width_temperature(planner: _Planner) -> None:
-    """2. Each width alone, then distilled at each temperature; one seed."""
+    """2. Each width alone, then distilled at each temperature (seeds: :func:`width_seeds`)."""
     profile = planner.profile
     for width in profile.widths:
         model = student_model(width)
-        planner.add(hard_key("mnist", model, 0), planner.alone(model, 0))
-        for temperature in profile.temperatures:
-            config = at_temperature(profile.distill, temperature)
-            planner.add(distill_key(width, temperature, 0), planner.distilled(0, config, model))
+        for seed in width_seeds(profile, width):
+            planner.add(hard_key("mnist", model, seed), planner.alone(model, seed))
+            for temperature in profile.temperatures:
+                config = at_temperature(profile.distill, temperature)
+                key = distill_key(width, temperature, seed)
+                planner.add(key, planner.distilled(seed, config, model))
+
+
+def width_seeds(profile: Profile, width: int) -> range:
+    """The seeds of the width x temperature cells of ``width``."""
+    return range(profile.narrow_width_seeds if width < MAIN_WIDTH else 1)
 
 
 def _plan_transfer_sets(planner: _Planner) -> None:
     """3. and 4. Transfer sets without 3s / of only 7s and 8s, each keeping a held-out part."""
-    held = {"holdout_fraction": planner.profile.holdout_fraction}
     for seed in range(planner.plan.seeds):
-        without = planner.distilled(seed, drop_classes=[OMITTED_CLASS], **held)
-        planner.add(omit_key(seed), without)
+        _plan_omitted_class(planner, [seed])
+        _plan_kept_classes(planner, [seed])
+
+
+def _plan_omitted_class(planner: _Planner, seeds: Sequence[int] | None = None) -> None:
+    """3. The transfer set without 3s, keeping a held-out part."""
+    held = {"holdout_fraction": planner.profile.holdout_fraction}
+    for seed in range(planner.plan.seeds) if seeds is None else seeds:
+        planner.add(omit_key(seed), planner.distilled(seed, drop_classes=[OMITTED_CLASS], **held))
+
+
+def _plan_kept_classes(planner: _Planner, seeds: Sequence[int] | None = None) -> None:
+    """4. The transfer set of only 7s and 8s, keeping a held-out part."""
+    held = {"holdout_fraction": planner.profile.holdout_fraction}
+    for seed in range(planner.plan.seeds) if seeds is None else seeds:
         only = planner.distilled(seed, keep_classes=list(KEPT_CLASSES), **held)
         planner.add(only78_key(seed), only)
 
@@ -396,15 +463,23 @@ PERCENT_ERROR = "% test error"
 def results(the_plan: Plan, out: Path) -> list[dict]:
     """The result rows of a finished reproduction, paper figure beside measured."""
     runs = FinishedRuns(the_plan, out)
-    teacher = runs.test_errors([teacher_key()])
-    alone = runs.test_errors([hard_key("mnist", MAIN_STUDENT, s) for s in runs.seeds])
-    rows = main_table_rows(runs, teacher, alone)
-    rows += width_temperature_rows(runs, teacher)
-    rows += omitted_class_rows(runs, gap=(alone.mean, teacher.mean))
-    rows += kept_classes_rows(runs, gap=(alone.mean / 100, teacher.mean / 100))
-    for dataset in the_plan.profile.ensemble_datasets:
-        rows += ensemble_rows(runs, dataset)
-    rows += small_data_rows(runs, full_data=alone)
+    chosen = the_plan.experiments or tuple(EXPERIMENTS)
+    rows = []
+    if "main" in chosen:
+        teacher = runs.test_errors([teacher_key()])
+        alone = runs.test_errors([hard_key("mnist", MAIN_STUDENT, s) for s in runs.seeds])
+        rows += main_table_rows(runs, teacher, alone)
+    if "width-temperature" in chosen:
+        rows += width_temperature_rows(runs, teacher)
+    if "omit3" in chosen:
+        rows += omitted_class_rows(runs, gap=(alone.mean, teacher.mean))
+    if "only78" in chosen:
+        rows += kept_classes_rows(runs, gap=(alone.mean / 100, teacher.mean / 100))
+    if "ensemble" in chosen:
+        for dataset in the_plan.profile.ensemble_datasets:
+            rows += ensemble_rows(runs, dataset)
+    if "small-data" in chosen:
+        rows += small_data_rows(runs, full_data=alone)
     return rows
 
 
@@ -437,10 +512,11 @@ def width_temperature_rows(runs: FinishedRuns, teacher: Measured) -> list[dict]:
     profile = runs.plan.profile
     rows = []
     for width in profile.widths:
-        alone = runs.test_errors([hard_key("mnist", student_model(width), 0)])
+        seeds = width_seeds(profile, width)
+        alone = runs.test_errors([hard_key("mnist", student_model(width), s) for s in seeds])
         rows.append(_row(experiment, f"{width}-{width} alone", None, alone))
         for temperature in profile.temperatures:
-            distilled = runs.test_errors([distill_key(width, temperature, 0)])
+            distilled = runs.test_errors([distill_key(width, temperature, s) for s in seeds])
             name = f"{width}-{width} at T={temperature:g}"
             rows.append(_row(experiment, name, None, distilled, gap=(alone.mean, teacher.mean)))
     return rows
@@ -716,21 +792,29 @@ def bias_shift_study(spec: RunSpec, folder: Path, classes: Sequence[int], sign: 
 
 
 def plots(the_plan: Plan, out: Path) -> list[str]:
-    """Write the report's PNGs into ``out``; return their names."""
-    plot_width_temperature(the_plan, out, "width_temperature.png")
-    plot_main_curves(out, "main_curves.png")
-    plot_teacher_soft_targets(the_plan, out, "soft_targets.png")
-    plot_bias_shifts(the_plan, out, "bias_shift.png")
-    return ["width_temperature.png", "main_curves.png", "soft_targets.png", "bias_shift.png"]
+    """Write the report's PNGs (those of the experiments run) into ``out``; return their names."""
+    chosen = the_plan.experiments or tuple(EXPERIMENTS)
+    names = []
+    if "width-temperature" in chosen:
+        names.append(plot_width_temperature(the_plan, out, "width_temperature.png"))
+    if "main" in chosen:
+        names.append(plot_main_curves(out, "main_curves.png"))
+        names.append(plot_teacher_soft_targets(the_plan, out, "soft_targets.png"))
+    if {"omit3", "only78"} & set(chosen):
+        names.append(plot_bias_shifts(the_plan, out, "bias_shift.png"))
+    return names
 
 
-def plot_width_temperature(the_plan: Plan, out: Path, name: str) -> None:
+def plot_width_temperature(the_plan: Plan, out: Path, name: str) -> str:
     """Test errors of the distilled students against T, one line per width."""
     profile, runs = the_plan.profile, FinishedRuns(the_plan, out)
     series = {
         f"{w}-{w}": (
             list(profile.temperatures),
-            [runs.metrics(distill_key(w, t, 0))["test"]["errors"] for t in profile.temperatures],
+            [
+                runs.test_errors([distill_key(w, t, s) for s in width_seeds(profile, w)]).mean
+                for t in profile.temperatures
+            ],
         )
         for w in profile.widths
     }
@@ -742,9 +826,10 @@ def plot_width_temperature(the_plan: Plan, out: Path, name: str) -> None:
         title="Distilled students: width x temperature",
         logx=True,
     )
+    return name
 
 
-def plot_main_curves(out: Path, name: str) -> None:
+def plot_main_curves(out: Path, name: str) -> str:
     """The training curves of the main table's three runs (seed 0)."""
     histories = {
         "teacher 1200-1200": teacher_key(),
@@ -755,9 +840,10 @@ def plot_main_curves(out: Path, name: str) -> None:
         {label: read_history(out / key / "history.csv") for label, key in histories.items()},
         out / name,
     )
+    return name
 
 
-def plot_teacher_soft_targets(the_plan: Plan, out: Path, name: str) -> None:
+def plot_teacher_soft_targets(the_plan: Plan, out: Path, name: str) -> str:
     """The teacher's soft targets of one test digit at the temperatures of
     :data:`SOFT_TARGET_TEMPERATURES`."""
     teacher, _ = load_run_model(out / teacher_key())
@@ -770,6 +856,7 @@ def plot_teacher_soft_targets(the_plan: Plan, out: Path, name: str) -> None:
         out / name,
         images=test.images[index : index + 1],
     )
+    return name
 
 
 def confident_example(logits: torch.Tensor, labels: torch.Tensor) -> int:
@@ -780,13 +867,16 @@ def confident_example(logits: torch.Tensor, labels: torch.Tensor) -> int:
     return int(torch.where(eligible, top2[:, 1], torch.tensor(-1.0)).argmax())
 
 
-def plot_bias_shifts(the_plan: Plan, out: Path, name: str) -> None:
+def plot_bias_shifts(the_plan: Plan, out: Path, name: str) -> str:
     """Per-class test errors (seed 0) before and after each bias shift of experiments 3, 4."""
     groups = {}
-    for key, classes, sign, group in (
-        (omit_key(0), [OMITTED_CLASS], 1.0, f"no {OMITTED_CLASS}s"),
-        (only78_key(0), list(KEPT_CLASSES), -1.0, "only 7s and 8s"),
+    chosen = the_plan.experiments or tuple(EXPERIMENTS)
+    for experiment, key, classes, sign, group in (
+        ("omit3", omit_key(0), [OMITTED_CLASS], 1.0, f"no {OMITTED_CLASS}s"),
+        ("only78", only78_key(0), list(KEPT_CLASSES), -1.0, "only 7s and 8s"),
     ):
+        if experiment not in chosen:
+            continue
         study = bias_shift_study(the_plan.runs[key], out / key, classes, sign)
         test, held_out = study["test"], study["held-out"]
         groups[group] = {
@@ -801,6 +891,7 @@ def plot_bias_shifts(the_plan: Plan, out: Path, name: str) -> None:
         ylabel="test errors",
         title="Per-class test errors and the bias shift",
     )
+    return name
 
 
 # --------------------------------------------------------------------------- the reproduction
@@ -813,6 +904,7 @@ REPRODUCTION = Reproduction(
     results=results,
     plots=plots,
     teacher_key=teacher_key(),
+    experiments=EXPERIMENTS,
     seeds_note="for the cheap rows (the teacher, the width x T grid and the ensembles use one)",
     figures_note="; the paper's figures for experiments 5 and 6 are ratios from its speech "
     "experiments (section 4), compared as ratios.",
