@@ -293,6 +293,7 @@ def test_quick_profile_shows_the_papers_directions(quick: tuple[Path, list[str]]
     closed = {(r["experiment"][:2], r["row"]): r["gap_closed"] for r in _records(out)}
     main_closed = closed[("1.", "student 800-800 distilled, T=20")]
     assert main_closed == pytest.approx(100 * (alone - distilled) / (alone - teacher), abs=0.05)
+    assert [v for (e, _), v in closed.items() if e == "4."] == [None] * 5  # no gap for 2 classes
     soft = rows[("6.", "soft targets of the full-data teacher, T=20")]
     assert soft < rows[("6.", "hard labels, early stopping")]
     before = rows[("3.", "test errors")]
