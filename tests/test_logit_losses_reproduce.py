@@ -128,6 +128,9 @@ def test_the_verdict_is_read_from_the_numbers(std: float | None, said: str) -> N
     assert sentence.startswith("`dkd` (T=4) has the fewest test errors, 100")
     assert "10 fewer than the runner-up `tv` (110)" in sentence
     assert said in sentence
+    assert "no loss beats the student alone" not in sentence
+    rows[0]["measured"] = 100  # the student alone as good as the best loss
+    assert "no loss beats the student alone" in ll.verdict_sentence(rows, "mnist")
 
 
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, capsys) -> None:

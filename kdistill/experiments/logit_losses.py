@@ -426,6 +426,8 @@ def verdict_sentence(rows: list[dict], dataset: str) -> str:
         f"`{best['row']}` ({best['setting']}) has the fewest test errors, {best['measured']:g}"
         f" (student alone: {alone['measured']:g}; gap closed: {_percent(best['gap_closed'])})"
     )
+    if best["measured"] >= alone["measured"]:
+        said += "; no loss beats the student alone"
     if len(losses) == 1:
         return said + "."
     runner = losses[1]
