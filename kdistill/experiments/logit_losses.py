@@ -426,13 +426,14 @@ def verdict_sentence(rows: list[dict], dataset: str) -> str:
         f"`{best['row']}` ({best['setting']}) has the fewest test errors, {best['measured']:g}"
         f" (student alone: {alone['measured']:g}; gap closed: {_percent(best['gap_closed'])})"
     )
+    if len(losses) > 1:
+        runner = losses[1]
+        lead = runner["measured"] - best["measured"]
+        said += f", {lead:g} fewer than the runner-up `{runner['row']}` ({runner['measured']:g})"
     if best["measured"] >= alone["measured"]:
         said += "; no loss beats the student alone"
     if len(losses) == 1:
         return said + "."
-    runner = losses[1]
-    lead = runner["measured"] - best["measured"]
-    said += f", {lead:g} fewer than the runner-up `{runner['row']}` ({runner['measured']:g})"
     stds = [row["std"] for row in losses if row["std"] is not None]
     if not stds:
         return said + (
@@ -446,10 +447,8 @@ def verdict_sentence(rows: list[dict], dataset: str) -> str:
         how = "more than the seed-to-seed std but less than twice it: a weak lead"
     else:
         how = "within the seed-to-seed std: no clear winner"
-    return (
-        said
-        + f"; the seed-to-seed std (pooled over the losses) is {pooled:.1f}, so the lead is {how}."
-    )
+    pooled_said = f"the seed-to-seed std (pooled over the losses) is {pooled:.1f}"
+    return f"{said}; {pooled_said}, so the lead is {how}."
 
 
 def _percent(value: float | None) -> str:
