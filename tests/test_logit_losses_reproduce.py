@@ -224,7 +224,7 @@ def test_quick_results_are_those_of_the_run_records(quick: tuple[Path, list[str]
                 assert abs(len(held) - 6000) <= 5  # a stratified 10% of the full training set
                 scored = evaluate(load_run_model(out / grid_key)[0], held)
                 assert cell["measured"] == scored["errors"]
-            best = min(cells, key=lambda c: (c["measured"], c["held_out_loss"]))
+            best = min(cells, key=lambda c: (c["measured"], c["held_out_cross_entropy"]))
             assert [c["chosen"] for c in cells] == [c is best for c in cells]
             assert row["setting"] == best["setting"]
             config = json.loads((out / key / "config.json").read_text())

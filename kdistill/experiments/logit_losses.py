@@ -216,7 +216,8 @@ def plan(
 def _distilled(
     profile: Profile, out: Path, shared: dict, loss: str, loss_args: Mapping[str, Any], seed: int
 ) -> RunSpec:
-    """The student distilled from its dataset's teacher with ``loss``, on all the training data."""
+    """The student distilled from its dataset's teacher with ``loss`` (all of the profile's
+    training data; a grid run then keeps its held-out part out)."""
     train = replace(profile.student, loss=loss, loss_args=dict(loss_args), seed=seed)
     teacher = str(out / teacher_key(shared["dataset"]))
     return RunSpec(model=profile.student_model, teachers=[teacher], train=train, **shared)
@@ -238,7 +239,7 @@ def choose(the_plan: Plan, out: Path) -> dict:
     held-out cross-entropy, then the first value of the grid).
 
     Returns ``{dataset: {loss: {"value", "label", "loss_args", "held_out_examples", "cells":
-    [{"value", "label", "errors", "loss"}, ...]}}}``: what was chosen and the scores it was
+    [{"value", "label", "errors", "cross_entropy"}, ...]}}}``: what was chosen and the scores it was
     chosen on. The test set is not read.
     """
     profile = the_plan.profile
@@ -257,10 +258,10 @@ def choose(the_plan: Plan, out: Path) -> dict:
                         "value": value,
                         "label": grid.label(value),
                         "errors": scores["errors"],
-                        "loss": round(scores["loss"], 6),
+                        "cross_entropy": round(scores["loss"], 6),
                     }
                 )
-            best = min(cells, key=lambda cell: (cell["errors"], cell["loss"]))
+            best = min(cells, key=lambda cell: (cell["errors"], cell["cross_entropy"]))
             choices[dataset][grid.loss] = {
                 "value": best["value"],
                 "label": best["label"],
@@ -283,13 +284,13 @@ def results(the_plan: Plan, out: Path) -> list[dict]:
     runs = FinishedRuns(the_plan, out)
     rows = []
     for dataset in the_plan.profile.datasets:
-        rows += test_rows(runs, dataset)
+        rows += comparison_rows(runs, dataset)
     for dataset in the_plan.profile.datasets:
         rows += grid_rows(runs, dataset)
     return rows
 
 
-def test_rows(runs: FinishedRuns, dataset: str) -> list[dict]:
+def comparison_rows(runs: FinishedRuns, dataset: str) -> list[dict]:
     """The test-set table of one dataset."""
     profile = runs.plan.profile
     experiment = f"test errors ({dataset})"
@@ -361,7 +362,7 @@ def grid_rows(runs: FinishedRuns, dataset: str) -> list[dict]:
                     "dataset": dataset,
                     "kind": "grid",
                     "setting": cell["label"],
-                    "held_out_loss": cell["loss"],
+                    "held_out_cross_entropy": cell["cross_entropy"],
                     "chosen": cell["value"] == choice["value"],
                 }
             )
@@ -375,7 +376,7 @@ def cells(row: dict) -> dict:
             "loss": row["row"],
             "setting": row["setting"],
             row["unit"]: row["measured"],
-            "held-out cross-entropy": row["held_out_loss"],
+            "held-out cross-entropy": row["held_out_cross_entropy"],
             "chosen": "yes" if row["chosen"] else "",
         }
     return {
