@@ -174,12 +174,14 @@ def test_bad_profile_and_seeds_are_one_line_errors(tmp_path: Path, capsys) -> No
 
 def test_reproductions_are_listed_by_name(tmp_path: Path, capsys) -> None:
     assert main(["reproduce", "--list"]) == 0
-    line, *experiments = capsys.readouterr().out.splitlines()
+    line, *others = capsys.readouterr().out.splitlines()
     assert line.startswith("hinton2015: Hinton, Vinyals & Dean (2015)")
     assert line.endswith("(profiles: quick, paper, paper-v1)")
+    experiments, others = others[: len(h.EXPERIMENTS)], others[len(h.EXPERIMENTS) :]
     assert [e.split(":")[0].strip() for e in experiments] == [
         f"--experiment {name}" for name in h.EXPERIMENTS
     ]
+    assert [other.split(":")[0] for other in others] == ["logit-losses"]
     assert main(["reproduce", "hinton2015", "--experiment", "omit4", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "hinton2015 has no experiment 'omit4': choose from main, width-temperature" in err
@@ -187,7 +189,7 @@ def test_reproductions_are_listed_by_name(tmp_path: Path, capsys) -> None:
     err = capsys.readouterr().err
     assert "unknown profile 'huge': choose quick, paper, paper-v1" in err
     assert main(["reproduce"]) == 2
-    assert "name the paper to reproduce (hinton2015)" in capsys.readouterr().err
+    assert "name the paper to reproduce (hinton2015, logit-losses)" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
 
 

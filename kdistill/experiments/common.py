@@ -47,6 +47,9 @@ class Plan:
     data_dir: str | None = None
     runs: dict[str, RunSpec] = field(default_factory=dict)
     experiments: tuple[str, ...] = ()  # the experiments planned, when a paper names them
+    # What the reproduction chose from finished runs before planning the rest (see
+    # Reproduction.choose), e.g. each loss's setting chosen on held-out data; {} for none.
+    choices: dict[str, Any] = field(default_factory=dict)
 
     def add(self, key: str, spec: RunSpec) -> str:
         """Add a run (once: the same key must mean the same spec) and return its key."""
@@ -67,6 +70,13 @@ class Reproduction:
     ``figures_note`` says how the measured figures compare with the paper's. ``experiments``
     names the paper's experiments (name -> one line), when it can run some of them alone: then
     ``plan`` takes ``experiments=`` (the names chosen) and records them in ``Plan.experiments``.
+
+    A plan in two stages: with ``choose``, the plan first declares the runs that a choice rests
+    on (``plan(profile, out, data_dir, seeds)``, e.g. a grid scored on held-out data); once they
+    are finished, ``choose(plan, out)`` returns the choices (data: what was chosen, and why) and
+    ``plan(profile, out, data_dir, seeds, choices=choices)`` declares every run, the first
+    stage's included. ``cells(row)`` makes a result row a line of the report's tables (default
+    :func:`report_cells`), and ``summary(rows)`` returns Markdown lines written after them.
     """
 
     name: str
@@ -78,6 +88,10 @@ class Reproduction:
     teacher_key: str | None = None
     seeds_note: str = ""
     figures_note: str = ""
+    choose: Callable[[Plan, Path], dict] | None = None
+    cells: Callable[[dict], dict] | None = None
+    summary: Callable[[list[dict]], list[str]] | None = None
+    heading: str = "paper vs measured"  # follows the title in REPORT.md
     experiments: Mapping[str, str] = field(default_factory=dict)
 
     def check_experiments(self, names: Sequence[str]) -> None:
@@ -189,6 +203,11 @@ def reproduce(
         reuse_teacher_run(reproduction, the_plan, out, Path(teacher_run))
     argv = list(argv if argv is not None else ["kdistill", *sys.argv[1:]])
     run_plan(the_plan, out, progress=progress, log=log, argv=argv)
+    if reproduction.choose is not None:  # the second stage: runs that rest on a choice
+        first = set(the_plan.runs)
+        choices = reproduction.choose(the_plan, out)
+        the_plan = reproduction.plan(profile, out, data_dir, seeds, choices=choices, **chosen)
+        run_plan(the_plan, out, progress=progress, log=log, argv=argv, skip=first)
     rows = reproduction.results(the_plan, out)
     seconds = time.perf_counter() - started
     write_report(reproduction, the_plan, out, rows, argv=argv, seconds=seconds)
@@ -205,11 +224,20 @@ def reuse_teacher_run(reproduction: Reproduction, the_plan: Plan, out: Path, sou
 
 
 def run_plan(
-    the_plan: Plan, out: Path, *, progress: bool, log: Callable[[str], None], argv: list[str]
+    the_plan: Plan,
+    out: Path,
+    *,
+    progress: bool,
+    log: Callable[[str], None],
+    argv: list[str],
+    skip: set[str] | frozenset[str] = frozenset(),
 ) -> None:
-    """Make every run of the plan in order, logging one line per run."""
+    """Make every run of the plan in order (but those of ``skip``: already made), logging one
+    line per run."""
     total = len(the_plan.runs)
     for number, (key, spec) in enumerate(the_plan.runs.items(), 1):
+        if key in skip:
+            continue
         started = time.perf_counter()
         _, state = run_or_resume(
             spec, out / key, same_run=check_same_run, progress=progress, argv=argv
@@ -348,8 +376,11 @@ def write_report(
     atomic_write_json(out / "meta.json", meta)
     plots = reproduction.plots(the_plan, out)
     lines = report_header(reproduction, the_plan, meta, train_seconds, seconds)
-    lines += experiment_tables(rows)
-    lines += worse_than_the_paper(rows)
+    lines += experiment_tables(rows, reproduction.cells or report_cells)
+    if reproduction.summary is not None:
+        lines += reproduction.summary(rows)
+    if any(row["paper"] is not None for row in rows):
+        lines += worse_than_the_paper(rows)
     lines += ["", "## Plots", ""] + [f"![{name}]({name})" for name in plots] + [""]
     atomic_write_text(out / "REPORT.md", "\n".join(lines))
 
@@ -377,6 +408,7 @@ def run_meta(
         "train_seconds_all_runs": round(train_seconds, 1),
         "run_commits": dict(run_commits),
         "this_invocation_seconds": round(seconds, 1),
+        **({"choices": the_plan.choices} if the_plan.choices else {}),
         "environment": environment(0, list(argv)),
     }
 
@@ -388,7 +420,7 @@ def report_header(
     profile, env = the_plan.profile, meta["environment"]
     run_commits = Counter(meta["run_commits"])
     return [
-        f"# {reproduction.title}: paper vs measured",
+        f"# {reproduction.title}: {reproduction.heading}",
         "",
         f"- command: `{meta['command']}`",
         f"- profile: `{profile.name}`" + (f" ({profile.note})" if profile.note else ""),
@@ -413,11 +445,13 @@ def experiments_line(reproduction: Reproduction, the_plan: Plan) -> list[str]:
     return [f"- experiments: {chosen} (of the paper's {every})"]
 
 
-def experiment_tables(rows: list[dict]) -> list[str]:
-    """One Markdown table per experiment, in the order of the rows."""
+def experiment_tables(rows: list[dict], cells: Callable[[dict], dict] | None = None) -> list[str]:
+    """One Markdown table per experiment, in the order of the rows (a line per row: ``cells``,
+    by default :func:`report_cells`)."""
+    cells = cells or report_cells
     lines = []
     for experiment in dict.fromkeys(row["experiment"] for row in rows):
-        table = [report_cells(row) for row in rows if row["experiment"] == experiment]
+        table = [cells(row) for row in rows if row["experiment"] == experiment]
         lines += [f"## {experiment}", "", format_table(table), ""]
     return lines
 
