@@ -67,7 +67,7 @@ from kdistill.teacher_logits import (
     read_teacher_logits,
     weights_sha256,
 )
-from kdistill.train import TrainConfig, fit, resolve_device
+from kdistill.train import FitResult, TrainConfig, fit, resolve_device
 
 
 @dataclass
@@ -232,23 +232,71 @@ def execute(
     that fails before its first checkpoint leaves no folder behind. The teachers' weights are
     recorded (sha256) so that a resume with other teachers is refused.
     """
-    ctx = distributed.context()
+    is_main = distributed.context().is_main
     out = Path(out)
-    spec.validate()
-    resolve_device(spec.train.device)  # an unknown or absent device, before any work
-    hashes = [weights_sha256(t) for t in spec.teachers] if spec.teachers else None
-    distributed.on_main(lambda: accept_folder(out, spec, resume, hashes))
-    dataset = cached_dataset(spec.dataset, spec.data_dir, download)
-    spec.validate(dataset.num_classes)
-    transfer_set = transfer_split(dataset.train, spec)
-    if len(transfer_set) == 0:
-        raise KDistillError("the transfer set is empty: check drop/keep classes and fraction")
+    hashes = _accept_run(spec, out, resume)
+    dataset, transfer_set = _prepare_data(spec, download)
 
     # config.json and the checkpoints name the loss and all its arguments
     distilling = bool(spec.teachers) or spec.teacher_logits is not None
     spec = replace(spec, train=spec.train.with_loss(spec.train.make_loss(distilling)))
     torch.manual_seed(spec.train.seed)  # the student's initial weights
     model = build_model(spec.model, dataset.input_shape, dataset.num_classes)
+    teachers, teacher_logits = _load_teachers(spec, dataset, teacher_logits, trust_code)
+    config = _run_config(spec, dataset, distilling, hashes, teacher_logits)
+    created = _start_or_resume_folder(out, config, spec, teacher_logits, resume, argv)
+
+    result = _fit_logged(
+        model,
+        transfer_set,
+        spec,
+        dataset.test,
+        out,
+        teachers=teachers,
+        teacher_logits=teacher_logits,
+        resume=resume,
+        progress=progress,
+        tensorboard=tensorboard and is_main,
+        created=created,
+    )
+    metrics = _evaluate_run(model, transfer_set, dataset.test, spec, result)
+    if is_main:
+        _write_results(out, model, result.history, metrics, spec, dataset, teachers)
+    return metrics
+
+
+def _accept_run(spec: RunSpec, out: Path, resume: bool) -> list[str] | None:
+    """Check ``spec``, its device and whether ``out`` may take it; return the teachers' sha256.
+
+    Nothing is loaded or written yet: settings that cannot work, an unknown or absent device
+    and a folder that cannot take the run (:func:`accept_folder`, on rank 0) fail first.
+    """
+    spec.validate()
+    resolve_device(spec.train.device)  # an unknown or absent device, before any work
+    hashes = [weights_sha256(t) for t in spec.teachers] if spec.teachers else None
+    distributed.on_main(lambda: accept_folder(out, spec, resume, hashes))
+    return hashes
+
+
+def _prepare_data(spec: RunSpec, download: bool) -> tuple[Dataset, Split]:
+    """The dataset of ``spec`` and its transfer set, refusing classes it lacks or an empty set."""
+    dataset = cached_dataset(spec.dataset, spec.data_dir, download)
+    spec.validate(dataset.num_classes)
+    transfer_set = transfer_split(dataset.train, spec)
+    if len(transfer_set) == 0:
+        raise KDistillError("the transfer set is empty: check drop/keep classes and fraction")
+    return dataset, transfer_set
+
+
+def _load_teachers(
+    spec: RunSpec,
+    dataset: Dataset,
+    teacher_logits: torch.Tensor | TeacherLogitsFile | None,
+    trust_code: bool,
+) -> tuple[list[nn.Module], torch.Tensor | TeacherLogitsFile | None]:
+    """The teachers of ``spec`` (run folders or state_dict files, checked against ``dataset``)
+    and the teacher logits to distill from: ``teacher_logits`` as given, or the file that
+    ``spec.teacher_logits`` names, read here unless it was passed in already read."""
     teachers = [
         load_teacher(
             path,
@@ -262,20 +310,69 @@ def execute(
     ]
     if spec.teacher_logits is not None and not isinstance(teacher_logits, TeacherLogitsFile):
         teacher_logits = open_teacher_logits(spec, dataset)
+    return teachers, teacher_logits
 
+
+def _run_config(
+    spec: RunSpec,
+    dataset: Dataset,
+    distilling: bool,
+    teacher_sha256: list[str] | None,
+    teacher_logits: torch.Tensor | TeacherLogitsFile | None,
+) -> dict:
+    """What config.json records: the resolved spec, the data's shape and where they lay, and
+    the teachers' weights (sha256) or teacher-logits file that a resume must find again."""
     config = {"kind": "distill" if distilling else "train", **asdict(spec)}
     config.update(input_shape=list(dataset.input_shape), num_classes=dataset.num_classes)
     if spec.dataset != "digits":  # where the files were (also from $KDISTILL_DATA): reloadable
         config["data_dir"] = str(resolve_data_dir(spec.data_dir).resolve())
-    if hashes is not None:
-        config["teacher_sha256"] = hashes
-    if isinstance(teacher_logits, TeacherLogitsFile):  # resume refuses another file
+    if teacher_sha256 is not None:
+        config["teacher_sha256"] = teacher_sha256
+    if isinstance(teacher_logits, TeacherLogitsFile):
         config.update(teacher_logits_record(teacher_logits))
-        distributed.on_main(lambda: check_same_logits_file(out, teacher_logits, resume))
-    created = distributed.on_main(lambda: _start_folder(out, config, resume, spec.train.seed, argv))
+    return config
 
+
+def _start_or_resume_folder(
+    out: Path,
+    config: dict,
+    spec: RunSpec,
+    teacher_logits: torch.Tensor | TeacherLogitsFile | None,
+    resume: bool,
+    argv: list[str] | None,
+) -> bool | None:
+    """On rank 0, start the run folder (or add this invocation to a resumed one).
+
+    A resume refuses a teacher-logits file other than the one the run started with. Returns
+    whether the folder was new (rank 0's answer, on every rank).
+    """
+    if isinstance(teacher_logits, TeacherLogitsFile):  # resume refuses another file
+        distributed.on_main(lambda: check_same_logits_file(out, teacher_logits, resume))
+    return distributed.on_main(lambda: _start_folder(out, config, resume, spec.train.seed, argv))
+
+
+def _fit_logged(
+    model: nn.Module,
+    transfer_set: Split,
+    spec: RunSpec,
+    test: Split,
+    out: Path,
+    *,
+    teachers: list[nn.Module],
+    teacher_logits: torch.Tensor | TeacherLogitsFile | None,
+    resume: bool,
+    progress: bool,
+    tensorboard: bool,
+    created: bool | None,
+) -> FitResult:
+    """:func:`~kdistill.train.fit` ``model``, checkpointing into ``out``; return fit's result.
+
+    Rank 0 writes history.csv (and, with ``tensorboard``, out/tensorboard) every epoch. A run
+    that fails before its first checkpoint leaves no stub behind (a folder it ``created``).
+    """
+    is_main = distributed.context().is_main
     log_board = None
-    if tensorboard and ctx.is_main:
+    if tensorboard:
         from kdistill.tblog import TensorBoardLog
 
         log_board = TensorBoardLog(out / "tensorboard")
@@ -292,24 +389,34 @@ def execute(
             spec.train,
             teacher=teachers[0] if len(teachers) == 1 else (teachers or None),
             teacher_logits=teacher_logits,
-            test=dataset.test,
+            test=test,
             checkpoint_dir=out,
             resume=resume,
             progress=progress,
-            on_epoch=on_epoch if ctx.is_main else None,
+            on_epoch=on_epoch if is_main else None,
         )
     except BaseException:
-        if ctx.is_main and not resume and not has_checkpoint(out):
+        if is_main and not resume and not has_checkpoint(out):
             _remove_stub(out, created, log_board)  # nothing worth keeping: leave no stub
         raise
     if log_board is not None:
         log_board.close()
-    test = distributed.evaluate(model, dataset.test, spec.train.eval_batch_size)  # fp32 scores
+    return result
+
+
+def _evaluate_run(
+    model: nn.Module, transfer_set: Split, test: Split, spec: RunSpec, result: FitResult
+) -> dict:
+    """The metrics every rank returns: test (and validation) scores and how fit went.
+
+    The validation part is the one fit held out of ``transfer_set`` (the same seeded split).
+    """
+    scores = distributed.evaluate(model, test, spec.train.eval_batch_size)  # fp32 scores
     trained_on, val = transfer_set, None
     if spec.train.val_fraction > 0:  # the part fit held out for validation (same split)
         trained_on, val = train_val_split(transfer_set, spec.train.val_fraction, spec.train.seed)
     metrics = {
-        "test": test,
+        "test": scores,
         "transfer_set_size": len(trained_on),
         "epochs_run": len(result.history),
         "best_epoch": result.best_epoch,
@@ -318,16 +425,29 @@ def execute(
     }
     if val is not None:
         metrics["val"] = distributed.evaluate(model, val, spec.train.eval_batch_size)
-    if not ctx.is_main:
-        return metrics
-    write_history(out / "history.csv", result.history)
+    return metrics
+
+
+def _write_results(
+    out: Path,
+    model: nn.Module,
+    history: list[dict],
+    metrics: dict,
+    spec: RunSpec,
+    dataset: Dataset,
+    teachers: list[nn.Module],
+) -> None:
+    """Write history.csv, model.safetensors and, last, metrics.json (rank 0 only).
+
+    Adds ``cost`` (the student's and teachers' size, FLOPs and speed) to ``metrics``.
+    """
+    write_history(out / "history.csv", history)
     save_safetensors(out / "model.safetensors", model.state_dict())
     device = resolve_device(spec.train.device)
     metrics["cost"] = {"model": model_cost(model, dataset.input_shape, device)}
     if teachers:
         metrics["cost"]["teacher"] = [model_cost(t, dataset.input_shape, device) for t in teachers]
     atomic_write_json(out / "metrics.json", metrics)
-    return metrics
 
 
 def run_or_resume(
