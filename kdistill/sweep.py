@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from kdistill.checkpoint import (
     atomic_write_json,
@@ -41,6 +42,7 @@ from kdistill.checkpoint import (
     has_checkpoint,
     make_folder,
 )
+from kdistill.data import Dataset
 from kdistill.errors import KDistillError
 from kdistill.losses import LOSSES, check_ensemble_support, make_loss
 from kdistill.losses.base import constructor_parameters
@@ -58,6 +60,7 @@ from kdistill.runs import (
     transfer_split,
     weights_sha256,
 )
+from kdistill.teacher_logits import TeacherLogitsFile
 from kdistill.train import predict_logits, resolve_device
 
 # The grid of the "hinton" loss's arguments that a sweep does not name (as before losses had
@@ -239,10 +242,55 @@ def run_sweep(
     """
     sweep.validate()
     out = Path(out)
+    _check_sweep_folder(out)
+    inputs = _load_inputs(sweep.base, download, trust_code)
+    arguments = sweep.arguments()
+    make_folder(out)  # everything is checked: the sweep starts
+    record = {**_jsonable(sweep), "loss": sweep.loss, "arguments": arguments}
+    atomic_write_json(out / "sweep.json", json.loads(json.dumps(record)))
+    run_args = dict(
+        progress=progress,
+        download=download,
+        argv=argv,
+        tensorboard=tensorboard,
+        trust_code=trust_code,
+    )
+    rows: list[dict] = []
+    cells = sweep.cells()
+    for number, (name, spec) in enumerate(cells, start=1):
+        progress_label = f"[{number}/{len(cells)}] {name}"
+        metrics = _run_cell(spec, out / name, inputs, progress_label, run_args)
+        rows.append(_row(name, spec, metrics, list(arguments)))
+        write_csv(out / "sweep.csv", rows)  # a partial table survives a kill
+    plot_sweep(rows, out / figure_name(rows))
+    return rows
+
+
+@dataclass
+class _SweepInputs:
+    """What every cell of a sweep shares, loaded once: the data, teachers, logits."""
+
+    dataset: Dataset
+    teachers: list[nn.Module]
+    teacher_sha256: list[str]
+    logits_file: TeacherLogitsFile | None
+    # the teachers' logits of a transfer set, by seed (None: the same for every seed)
+    logits_by_seed: dict[int | None, torch.Tensor] = field(default_factory=dict)
+
+
+def _check_sweep_folder(out: Path) -> None:
+    """Refuse an ``out`` that cannot hold a sweep (a bad path, or a single run's folder)."""
     check_folder_path(out)
     if (out / "config.json").is_file():
         raise KDistillError(f"{out} holds a run, not a sweep: choose a new --out")
-    base = sweep.base
+
+
+def _load_inputs(base: RunSpec, download: bool, trust_code: bool) -> _SweepInputs:
+    """Check ``base`` against its data, model spec and teachers, and load what cells share.
+
+    A bad model spec, a missing or unfit teacher or teacher-logits file fails here, before
+    the sweep's folder is written to.
+    """
     base.validate()
     dataset = cached_dataset(base.dataset, base.data_dir, download)
     base.validate(dataset.num_classes)
@@ -261,45 +309,48 @@ def run_sweep(
     ]
     hashes = [weights_sha256(t) for t in base.teachers]
     logits_file = open_teacher_logits(base, dataset) if base.teacher_logits else None
-    arguments = sweep.arguments()
-    make_folder(out)  # everything is checked: the sweep starts
-    record = {**_jsonable(sweep), "loss": sweep.loss, "arguments": arguments}
-    atomic_write_json(out / "sweep.json", json.loads(json.dumps(record)))
-    logits_by_seed: dict[int | None, torch.Tensor] = {}
-    rows: list[dict] = []
-    cells = sweep.cells()
-    for number, (name, spec) in enumerate(cells, start=1):
-        folder = out / name
-        if is_complete(folder):
-            check_same_run(folder, spec, hashes)  # compat's one rule: the same run, or refused
-            if logits_file is not None:
-                check_same_logits_file(folder, logits_file, resume=True)
-            metrics = json.loads((folder / "metrics.json").read_text())
-        else:
-            resume = has_checkpoint(folder)
-            print(f"[{number}/{len(cells)}] {name}" + (" (resuming)" if resume else ""), flush=True)
-            teacher_logits = logits_file
-            if logits_file is None and _can_share_logits(spec):
-                # The transfer set depends on the seed only when it is a random fraction.
-                key = spec.train.seed if spec.train_fraction < 1 else None
-                if key not in logits_by_seed:
-                    logits_by_seed[key] = _teacher_logits(spec, dataset, teachers)
-                teacher_logits = logits_by_seed[key]
-            metrics = execute(
-                spec,
-                folder,
-                resume=resume,
-                progress=progress,
-                download=download,
-                argv=argv,
-                teacher_logits=teacher_logits,
-                tensorboard=tensorboard,
-                trust_code=trust_code,
-            )
-        rows.append(_row(name, spec, metrics, list(arguments)))
-        write_csv(out / "sweep.csv", rows)  # a partial table survives a kill
-    plot_sweep(rows, out / figure_name(rows))
-    return rows
+    return _SweepInputs(dataset, teachers, hashes, logits_file)
+
+
+def _run_cell(
+    spec: RunSpec, folder: Path, inputs: _SweepInputs, progress_label: str, run_args: dict
+) -> dict:
+    """The metrics of one cell: a finished run is checked and kept, any other is run (or resumed).
+
+    ``progress_label`` is printed before a cell is run; ``run_args`` go to
+    :func:`~kdistill.runs.execute`.
+    """
+    if is_complete(folder):
+        # compat's one rule: the same run, or refused
+        check_same_run(folder, spec, inputs.teacher_sha256)
+        if inputs.logits_file is not None:
+            check_same_logits_file(folder, inputs.logits_file, resume=True)
+        return json.loads((folder / "metrics.json").read_text())
+    resume = has_checkpoint(folder)
+    print(progress_label + (" (resuming)" if resume else ""), flush=True)
+    return execute(
+        spec,
+        folder,
+        resume=resume,
+        teacher_logits=_cell_teacher_logits(spec, inputs),
+        **run_args,
+    )
+
+
+def _cell_teacher_logits(
+    spec: RunSpec, inputs: _SweepInputs
+) -> torch.Tensor | TeacherLogitsFile | None:
+    """The teacher logits a cell distils from: the sweep's file, logits shared by the cells
+    of one transfer set (computed once), or None where fit must compute them itself."""
+    if inputs.logits_file is not None:
+        return inputs.logits_file
+    if not _can_share_logits(spec):
+        return None
+    # The transfer set depends on the seed only when it is a random fraction.
+    key = spec.train.seed if spec.train_fraction < 1 else None
+    if key not in inputs.logits_by_seed:
+        inputs.logits_by_seed[key] = _teacher_logits(spec, inputs.dataset, inputs.teachers)
+    return inputs.logits_by_seed[key]
 
 
 def _can_share_logits(spec: RunSpec) -> bool:
