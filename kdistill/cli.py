@@ -81,11 +81,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"kdistill {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_train_command(commands)
+    _add_distill_command(commands)
+    _add_sweep_command(commands)
+    _add_teacher_logits_command(commands)
+    _add_plot_command(commands)
+    _add_evaluate_command(commands)
+    _add_reproduce_command(commands)
+    _add_demo_command(commands)
+    return parser
 
+
+def _add_train_command(commands) -> None:
+    """``kdistill train``: a model trained on hard labels."""
     train = commands.add_parser("train", help="train a model on hard labels")
     _add_run_arguments(train, default_model="mlp:1200x1200,dropout=0.5,input_dropout=0.2")
     train.set_defaults(handler=_cmd_train)
 
+
+def _add_distill_command(commands) -> None:
+    """``kdistill distill``: a student distilled from teacher runs or a teacher-logits file."""
     distill = commands.add_parser("distill", help="distill a student from teacher run(s)")
     _add_run_arguments(distill, default_model="mlp:800x800", teacher_dataset=True)
     source = distill.add_mutually_exclusive_group(required=True)  # a teacher, or its logits
@@ -100,25 +115,33 @@ def build_parser() -> argparse.ArgumentParser:
     _add_teacher_logits_argument(source)
     _add_teacher_model_argument(distill)
     _add_loss_arguments(distill)
-    distill.add_argument(
+    _add_transfer_set_arguments(distill)
+    _add_trust_code_argument(distill)
+    distill.set_defaults(handler=_cmd_distill)
+
+
+def _add_transfer_set_arguments(parser: argparse.ArgumentParser) -> None:
+    """Which training examples the student sees: classes dropped or kept, a fraction."""
+    parser.add_argument(
         "--drop-classes", type=_int_list, default=[], help="transfer set without these, e.g. 3"
     )
-    distill.add_argument(
+    parser.add_argument(
         "--keep-classes", type=_int_list, default=[], help="transfer set of only these, e.g. 7,8"
     )
-    distill.add_argument(
+    parser.add_argument(
         "--fraction", type=float, default=1.0, help="stratified fraction of the training set"
     )
-    distill.add_argument(
+    parser.add_argument(
         "--holdout-fraction",
         type=float,
         default=0.0,
         help="stratified part of the training set no model of this run trains on, e.g. 0.1, for "
         "`evaluate --bias-shift CLASS=auto` (default 0)",
     )
-    _add_trust_code_argument(distill)
-    distill.set_defaults(handler=_cmd_distill)
 
+
+def _add_sweep_command(commands) -> None:
+    """``kdistill sweep``: a student distilled for every combination of a loss's arguments."""
     sweep = commands.add_parser(
         "sweep",
         help="distill a student for every combination of a loss's arguments, e.g. every "
@@ -132,13 +155,21 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     _add_teacher_logits_argument(source)
     _add_teacher_model_argument(sweep)
-    sweep.add_argument(
+    _add_loss_grid_arguments(sweep)
+    sweep.add_argument("--seeds", type=int, default=1, help="seeds per cell (default 1)")
+    _add_trust_code_argument(sweep)
+    sweep.set_defaults(handler=_cmd_sweep)
+
+
+def _add_loss_grid_arguments(parser: argparse.ArgumentParser) -> None:
+    """A sweep's loss and the values of each of its arguments (the grid)."""
+    parser.add_argument(
         "--loss",
         dest="loss_name",
         metavar="NAME",
         help=f"the loss every cell distils with: {', '.join(LOSSES)} (default hinton)",
     )
-    sweep.add_argument(
+    parser.add_argument(
         "--loss-arg",
         action="append",
         default=[],
@@ -146,21 +177,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="values of one of the loss's arguments, e.g. beta=1,2,8 (repeatable: the grid is "
         "every combination; one value fixes the argument)",
     )
-    sweep.add_argument(
+    parser.add_argument(
         "--temperature",
         "-T",
         help="temperatures, the same as --loss-arg temperature=... (hinton: default 1,2,4,8,20)",
     )
-    sweep.add_argument(
+    parser.add_argument(
         "--alpha",
         help="alphas, the same as --loss-arg alpha=... (hinton: default 0.1,0.5,0.9)",
     )
-    sweep.add_argument("--seeds", type=int, default=1, help="seeds per cell (default 1)")
-    _add_trust_code_argument(sweep)
-    sweep.set_defaults(handler=_cmd_sweep)
 
-    _add_teacher_logits_command(commands)
 
+def _add_plot_command(commands) -> None:
+    """``kdistill plot``: the curves of runs in one figure."""
     plot = commands.add_parser("plot", help="test-error and loss curves of runs in one figure")
     plot.add_argument("runs", nargs="+", metavar="RUN", help="run folders")
     plot.add_argument(
@@ -171,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     plot.set_defaults(handler=_cmd_plot)
 
+
+def _add_evaluate_command(commands) -> None:
+    """``kdistill evaluate``: a finished run scored on its test set."""
     evaluate = commands.add_parser("evaluate", help="score a finished run on its test set")
     evaluate.add_argument("run", metavar="RUN", help="run folder")
     evaluate.add_argument(
@@ -186,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_trust_code_argument(evaluate)
     evaluate.set_defaults(handler=_cmd_evaluate)
 
+
+def _add_reproduce_command(commands) -> None:
+    """``kdistill reproduce``: a paper's experiments, reported paper vs measured."""
     reproduce = commands.add_parser(
         "reproduce", help="run a paper's experiments and report paper vs measured"
     )
@@ -226,6 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--no-progress", action="store_true", help="no progress bars")
     reproduce.set_defaults(handler=_cmd_reproduce)
 
+
+def _add_demo_command(commands) -> None:
+    """``kdistill demo``: teacher, student alone and distilled student on the bundled digits."""
     demo = commands.add_parser(
         "demo", help="teacher, student alone and distilled student on the bundled digits"
     )
@@ -233,7 +271,6 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     demo.set_defaults(handler=_cmd_demo)
-    return parser
 
 
 def _add_teacher_model_argument(parser: argparse.ArgumentParser) -> None:
@@ -333,7 +370,21 @@ def _add_run_arguments(
     resume: bool = True,
     teacher_dataset: bool = False,
 ) -> None:
+    """The options of a training run (train, distill, sweep), in the order --help lists them.
+
+    ``resume`` adds ``--resume``; with ``teacher_dataset`` the dataset defaults to the teacher
+    run's.
+    """
     defaults = TrainConfig()
+    _add_data_arguments(parser, teacher_dataset)
+    _add_model_and_folder_arguments(parser, default_model, defaults, resume)
+    _add_optimizer_arguments(parser, defaults)
+    _add_regularization_arguments(parser)
+    _add_device_and_logging_arguments(parser)
+
+
+def _add_data_arguments(parser: argparse.ArgumentParser, teacher_dataset: bool) -> None:
+    """The dataset, where its files are, and whether to fetch them."""
     parser.add_argument(
         "--dataset",
         default=None if teacher_dataset else "digits",
@@ -342,6 +393,12 @@ def _add_run_arguments(
     )
     parser.add_argument("--data-dir", help="folder with mnist/ and fashion-mnist/ ($KDISTILL_DATA)")
     parser.add_argument("--download", action="store_true", help="fetch missing data files")
+
+
+def _add_model_and_folder_arguments(
+    parser: argparse.ArgumentParser, default_model: str, defaults: TrainConfig, resume: bool
+) -> None:
+    """The model, how long and with which seed it trains, and the run folder (--resume)."""
     parser.add_argument(
         "--model", default=default_model, help=f"model spec (default {default_model})"
     )
@@ -354,6 +411,10 @@ def _add_run_arguments(
     parser.add_argument("--out", help="run folder (default runs/<command>-<time>)")
     if resume:
         parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+
+
+def _add_optimizer_arguments(parser: argparse.ArgumentParser, defaults: TrainConfig) -> None:
+    """Batch size, optimizer, learning rate and its schedule, weight and gradient limits."""
     parser.add_argument(
         "--batch-size",
         type=int,
@@ -397,6 +458,10 @@ def _add_run_arguments(
     parser.add_argument(
         "--grad-clip", type=float, help="clip the gradient's global L2 norm to this, every step"
     )
+
+
+def _add_regularization_arguments(parser: argparse.ArgumentParser) -> None:
+    """Input jitter, a validation split and early-stopping patience."""
     parser.add_argument(
         "--jitter", type=int, default=0, help="random shifts of up to N pixels (default 0)"
     )
@@ -407,6 +472,10 @@ def _add_run_arguments(
         help="fraction of the training set held out for validation (default 0)",
     )
     parser.add_argument("--patience", type=int, help="early stopping patience (epochs)")
+
+
+def _add_device_and_logging_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where and in which precision it trains, and what it shows and logs."""
     parser.add_argument(
         "--device", default="auto", help="cpu, cuda, cuda:1 or auto (default auto: cuda if present)"
     )
