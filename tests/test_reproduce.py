@@ -109,6 +109,31 @@ def test_the_committed_report_rows_come_from_its_run_records() -> None:
     assert rows[2]["measured"] == 124.0 and rows[2]["gap_closed"] == round(100 * 13 / 41, 1)
 
 
+def test_the_committed_paper_profile_report_comes_from_its_run_records() -> None:
+    """docs/results/hinton2015-paper: every committed run is this plan's, and the rows that need
+    no weights (main table, width x T, 3% of the data) are its records' figures."""
+    root = Path(__file__).resolve().parent.parent / "docs" / "results" / "hinton2015-paper"
+    chosen = ["main", "width-temperature", "omit3", "only78", "small-data"]
+    the_plan = h.plan(h.PROFILES["paper"], root / "runs", seeds=3, experiments=chosen)
+    assert sorted(the_plan.runs) == sorted(
+        str(path.parent.relative_to(root / "runs"))
+        for path in (root / "runs").glob("*/*/seed*/metrics.json")
+    )
+    for key, spec in the_plan.runs.items():
+        common.check_same_run(root / "runs" / key, spec)
+    runs = common.FinishedRuns(the_plan, root / "runs")
+    teacher = runs.test_errors([h.teacher_key()])
+    alone = runs.test_errors([h.hard_key("mnist", h.MAIN_STUDENT, s) for s in range(3)])
+    rows = h.main_table_rows(runs, teacher, alone) + h.width_temperature_rows(runs, teacher)
+    rows += h.small_data_rows(runs, alone)
+    committed = {
+        (r["experiment"], r["row"]): r for r in json.loads((root / "results.json").read_text())
+    }
+    for row in rows:
+        assert common.result_record(row) == committed[(row["experiment"], row["row"])]
+    assert (teacher.values, alone.values) == ([65], [149, 128, 143])
+
+
 def test_result_rows_say_how_far_from_the_paper() -> None:
     row = common.result_row("1.", "distilled", 74, [120, 124, 128], "errors", "60", gap=(137, 96))
     assert (row["measured"], row["std"], row["seeds"]) == (124.0, 4.0, 3)
