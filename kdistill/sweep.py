@@ -21,6 +21,7 @@ always has.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import itertools
 import json
@@ -53,10 +54,10 @@ from kdistill.runs import (
     cached_dataset,
     check_same_logits_file,
     check_same_run,
-    execute,
     is_complete,
     load_teacher,
     open_teacher_logits,
+    run_or_resume,
     transfer_split,
     weights_sha256,
 )
@@ -315,26 +316,29 @@ def _load_inputs(base: RunSpec, download: bool, trust_code: bool) -> _SweepInput
 def _run_cell(
     spec: RunSpec, folder: Path, inputs: _SweepInputs, progress_label: str, run_args: dict
 ) -> dict:
-    """The metrics of one cell: a finished run is checked and kept, any other is run (or resumed).
+    """The metrics of one cell (:func:`~kdistill.runs.run_or_resume`: a finished run is checked
+    and kept, an interrupted one checked and resumed, any other run).
 
     ``progress_label`` is printed before a cell is run; ``run_args`` go to
     :func:`~kdistill.runs.execute`.
     """
-    if is_complete(folder):
-        # compat's one rule: the same run, or refused
-        check_same_run(folder, spec, inputs.teacher_sha256)
-        if inputs.logits_file is not None:
-            check_same_logits_file(folder, inputs.logits_file, resume=True)
-        return json.loads((folder / "metrics.json").read_text())
-    resume = has_checkpoint(folder)
-    print(progress_label + (" (resuming)" if resume else ""), flush=True)
-    return execute(
-        spec,
-        folder,
-        resume=resume,
-        teacher_logits=_cell_teacher_logits(spec, inputs),
-        **run_args,
+    teacher_logits = None
+    if not is_complete(folder):  # teacher logits only for a cell that trains
+        print(progress_label + (" (resuming)" if has_checkpoint(folder) else ""), flush=True)
+        teacher_logits = _cell_teacher_logits(spec, inputs)
+    same_cell = functools.partial(_check_same_cell, inputs=inputs)
+    metrics, _ = run_or_resume(
+        spec, folder, same_run=same_cell, teacher_logits=teacher_logits, **run_args
     )
+    return metrics
+
+
+def _check_same_cell(folder: Path, spec: RunSpec, inputs: _SweepInputs) -> None:
+    """Raise unless ``folder`` holds this cell's run: compat's one rule, the teachers' weights
+    and the teacher-logits file."""
+    check_same_run(folder, spec, inputs.teacher_sha256)
+    if inputs.logits_file is not None:
+        check_same_logits_file(folder, inputs.logits_file, resume=True)
 
 
 def _cell_teacher_logits(

@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import kdistill.runs as runs_module
 import kdistill.sweep as sweep_module
 from kdistill.cli import main
 from kdistill.errors import KDistillError
@@ -38,12 +39,12 @@ def test_sweep_shares_teacher_logits_exactly_and_resumes(
     teacher: Path, tmp_path: Path, monkeypatch, capsys
 ) -> None:
     passes, executed = [], []
-    real_logits, real_execute = sweep_module._teacher_logits, sweep_module.execute
+    real_logits, real_execute = sweep_module.predict_logits, runs_module.execute
     monkeypatch.setattr(
-        sweep_module, "_teacher_logits", lambda *a: passes.append(1) or real_logits(*a)
+        sweep_module, "predict_logits", lambda *a, **k: passes.append(1) or real_logits(*a, **k)
     )
     monkeypatch.setattr(
-        sweep_module, "execute", lambda spec, out, **kw: executed.append(out.name) or real_execute(
+        runs_module, "execute", lambda spec, out, **kw: executed.append(out.name) or real_execute(
             spec, out, **kw
         ),
     )  # fmt: skip
@@ -211,9 +212,9 @@ def test_resume_skips_finished_cells_and_refuses_other_settings(
     assert main(argv) == 0
     first = (out / "sweep.csv").read_text()
     executed = []
-    real_execute = sweep_module.execute
+    real_execute = runs_module.execute
     monkeypatch.setattr(
-        sweep_module, "execute", lambda spec, o, **kw: executed.append(o.name) or real_execute(
+        runs_module, "execute", lambda spec, o, **kw: executed.append(o.name) or real_execute(
             spec, o, **kw
         ),
     )  # fmt: skip
@@ -270,7 +271,7 @@ def test_a_refused_loss_grid_writes_nothing(
         started.append(args)
         raise KDistillError("the first run starts")
 
-    monkeypatch.setattr(sweep_module, "execute", first_run)
+    monkeypatch.setattr(runs_module, "execute", first_run)
     out = tmp_path / "s"
     status = main(["sweep", "--teacher", str(teacher), *FAST, "--out", str(out), *grid])
     err = capsys.readouterr().err
