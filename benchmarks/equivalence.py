@@ -284,7 +284,8 @@ class Cases:
     def logits_file(self, teacher_dir: Path, member_dir: Path) -> None:
         """Distillation from a teacher-logits file: views under jitter, lookup by example id."""
         try:
-            from kdistill.teacher_logits import read_teacher_logits, write_for_teachers
+            from kdistill.runs import write_for_teachers
+            from kdistill.teacher_logits import read_teacher_logits
         except ImportError:  # a version before teacher-logits files
             print("teacher-logits file cases: not in this version", flush=True)
             return

@@ -554,8 +554,7 @@ def _teacher_dataset(args: argparse.Namespace) -> str:
 
 def _cmd_teacher_logits(args: argparse.Namespace, argv: list[str]) -> int:
     from kdistill.distributed import refuse_torchrun
-    from kdistill.runs import cached_dataset
-    from kdistill.teacher_logits import write_for_teachers
+    from kdistill.runs import cached_dataset, write_for_teachers
     from kdistill.train import resolve_device
 
     refuse_torchrun("teacher-logits")

@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -62,10 +62,13 @@ from kdistill.models import (
     inference_throughput,
 )
 from kdistill.teacher_logits import (
+    DTYPES,
     TeacherLogitsFile,
+    compute_teacher_logits,
     dataset_identity,
     read_teacher_logits,
     weights_sha256,
+    write_teacher_logits,
 )
 from kdistill.train import FitResult, TrainConfig, fit, resolve_device
 
@@ -660,6 +663,61 @@ def load_teacher(
     model = build_model(model_spec, input_shape, num_classes)
     load_state_dict_file(model, path)
     return model.to(device).eval()
+
+
+def write_for_teachers(
+    teachers: Sequence[str | Path],
+    dataset: Dataset,
+    out: str | Path,
+    *,
+    max_shift: int = 0,
+    teacher_model: str | None = None,
+    dtype: str = "float32",
+    device: str | torch.device = "cpu",
+    bf16: bool = False,
+) -> dict:
+    """Load teacher run(s) or weight files (:func:`load_teacher`), compute their logits on
+    ``dataset``'s training split under every shift in [-max_shift, max_shift]², write them to
+    ``out`` (see :mod:`kdistill.teacher_logits`).
+
+    One teacher gives ``(V, N, C)`` logits, several an ensemble ``(M, V, N, C)``.
+
+    Returns:
+        What was written: path, sha256, shape, seconds spent computing and writing.
+    """
+    if dtype not in DTYPES:
+        raise KDistillError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if max_shift < 0:
+        raise KDistillError(f"jitter must be >= 0 pixels, got {max_shift}")
+    if not teachers:
+        raise KDistillError("give at least one teacher run")
+    records = [{"source": str(t), "weights_sha256": weights_sha256(t)} for t in teachers]
+    models = [
+        load_teacher(t, teacher_model, dataset.input_shape, dataset.num_classes, device)
+        for t in teachers
+    ]
+    started = time.perf_counter()
+    logits = compute_teacher_logits(
+        models[0] if len(models) == 1 else models, dataset.train.images, max_shift, bf16=bf16
+    )
+    computed = time.perf_counter() - started
+    sha256 = write_teacher_logits(
+        out,
+        logits,
+        identity=dataset_identity(dataset),
+        labels=dataset.train.labels,
+        max_shift=max_shift,
+        teachers=records,
+        dtype=dtype,
+        compute="bf16-autocast" if bf16 else "fp32",
+    )
+    return {
+        "path": str(out),
+        "sha256": sha256,
+        "shape": list(logits.shape),
+        "compute_seconds": round(computed, 2),
+        "total_seconds": round(time.perf_counter() - started, 2),
+    }
 
 
 def check_teacher_data(
