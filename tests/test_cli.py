@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from kdistill.cli import main
 from kdistill.data import load_dataset
-from kdistill.runs import load_run_model
+from kdistill.runs import load_run_model, weights_sha256
 from kdistill.train import evaluate
 
 FAST = ["--epochs", "2", "--no-progress", "--batch-size", "64"]
@@ -77,7 +77,18 @@ def test_ensemble_distillation_from_two_teacher_runs(teacher_run, tmp_path):
     out = tmp_path / "student"
     args = ["distill", "--teacher", str(teacher_run), "--teacher", str(second)]
     assert main([*args, "--model", "mlp:16", "--out", str(out), *FAST]) == 0
-    assert len(json.loads((out / "metrics.json").read_text())["cost"]["teacher"]) == 2
+    config = json.loads((out / "config.json").read_text())
+    assert config["teacher_sha256"] == [weights_sha256(teacher_run), weights_sha256(second)]
+    teachers = json.loads((out / "metrics.json").read_text())["cost"]["teacher"]
+    assert [t["parameters"] for t in teachers] == [4810, 2410]  # mlp:64, mlp:32 on 8x8 digits
+    one = tmp_path / "from-one"  # the second member changes what the student learns
+    args = ["distill", "--teacher", str(teacher_run), "--model", "mlp:16", "--out", str(one)]
+    assert main([*args, *FAST]) == 0
+    losses = [
+        [row.split(",")[2] for row in (run / "history.csv").read_text().splitlines()[1:]]
+        for run in (out, one)
+    ]
+    assert losses[0] != losses[1]
 
 
 def _one_line_error(capsys, argv, message):

@@ -37,9 +37,15 @@ def test_flops_are_two_per_multiply_add():
     assert flops_per_example(cnn, (1, 8, 8)) == conv_flops + linear_flops
 
 
-def test_cnn_forward():
+def test_cnn_is_the_spec_it_names():
     model = build_model("cnn:8x16,hidden=32,dropout=0.25", (1, 28, 28), 10)
-    assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+    convs = (8 * 1 * 25 + 8) + (16 * 8 * 25 + 16)  # 5x5 convs; 28 -> 14 -> 7 after each pool
+    dense = (16 * 7 * 7 * 32 + 32) + (32 * 10 + 10)
+    assert count_parameters(model) == convs + dense
+    assert [m.p for m in model.modules() if isinstance(m, nn.Dropout)] == [0.25]
+    x = torch.rand(2, 1, 28, 28)
+    model.eval()
+    assert model(x).shape == (2, 10) and torch.equal(model(x), model(x))  # no dropout in eval
 
 
 def test_input_scaling_is_part_of_the_model():

@@ -181,16 +181,19 @@ def test_ensemble_teacher(tiny_split, trained_teacher):
     fit(other, tiny_split, TrainConfig(epochs=2, batch_size=32), progress=False)
     logits = predict_logits([trained_teacher, other], tiny_split.images)
     assert logits.shape == (2, len(tiny_split), 4)
-    student = _model(seed=8)
-    result = fit(
-        student,
-        tiny_split,
-        TrainConfig(epochs=2, batch_size=32, loss_args={"temperature": 2.0}),
-        teacher=[trained_teacher, other],
-        progress=False,
+    config = TrainConfig(epochs=2, batch_size=32, loss_args={"temperature": 2.0})
+    student, from_logits = _model(seed=8), _model(seed=8)
+    result = fit(student, tiny_split, config, teacher=[trained_teacher, other], progress=False)
+    # the members' logits, stacked, are the ensemble teacher: the same run bit for bit
+    given = fit(from_logits, tiny_split, config, teacher_logits=logits, progress=False)
+    assert [r["train_loss"] for r in result.history] == [r["train_loss"] for r in given.history]
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(student.parameters(), from_logits.parameters(), strict=True)
     )
-    assert len(result.history) == 2
-    assert evaluate([trained_teacher, other], tiny_split)["examples"] == len(tiny_split)
+    mean_probs = logits.softmax(-1).mean(0)
+    errors = int((mean_probs.argmax(1) != tiny_split.labels).sum())
+    assert evaluate([trained_teacher, other], tiny_split)["errors"] == errors
 
 
 def test_early_stopping_keeps_the_best_validation_epoch(tiny_split):
