@@ -306,20 +306,16 @@ def plan(
             model=profile.teacher_model, train=replace(profile.teacher, seed=0), **planner.shared()
         )
         planner.plan.add(teacher_key(), teacher)
-    planners = {
+    steps = {  # omit3 and only78 share one step: their runs interleave, seed by seed
         "main": _plan_main_table,
         "width-temperature": _plan_width_temperature,
-        "omit3": _plan_omitted_class,
-        "only78": _plan_kept_classes,
+        "omit3": _plan_transfer_sets,
+        "only78": _plan_transfer_sets,
         "ensemble": _plan_ensembles,
         "small-data": _plan_small_data,
     }
-    if {"omit3", "only78"} <= set(chosen):  # their runs interleave, seed by seed
-        del planners["omit3"], planners["only78"]
-        planners["omit3"] = _plan_transfer_sets
-    for name in chosen:
-        if name in planners:
-            planners[name](planner)
+    for step in dict.fromkeys(steps[name] for name in chosen):
+        step(planner)
     return planner.plan
 
 
@@ -393,25 +389,17 @@ def width_seeds(profile: Profile, width: int) -> range:
 
 
 def _plan_transfer_sets(planner: _Planner) -> None:
-    """3. and 4. Transfer sets without 3s / of only 7s and 8s, each keeping a held-out part."""
+    """3. and 4. Transfer sets without 3s / of only 7s and 8s (those of them planned), each
+    keeping a held-out part."""
+    held = {"holdout_fraction": planner.profile.holdout_fraction}
+    chosen = planner.plan.experiments
     for seed in range(planner.plan.seeds):
-        _plan_omitted_class(planner, [seed])
-        _plan_kept_classes(planner, [seed])
-
-
-def _plan_omitted_class(planner: _Planner, seeds: Sequence[int] | None = None) -> None:
-    """3. The transfer set without 3s, keeping a held-out part."""
-    held = {"holdout_fraction": planner.profile.holdout_fraction}
-    for seed in range(planner.plan.seeds) if seeds is None else seeds:
-        planner.add(omit_key(seed), planner.distilled(seed, drop_classes=[OMITTED_CLASS], **held))
-
-
-def _plan_kept_classes(planner: _Planner, seeds: Sequence[int] | None = None) -> None:
-    """4. The transfer set of only 7s and 8s, keeping a held-out part."""
-    held = {"holdout_fraction": planner.profile.holdout_fraction}
-    for seed in range(planner.plan.seeds) if seeds is None else seeds:
-        only = planner.distilled(seed, keep_classes=list(KEPT_CLASSES), **held)
-        planner.add(only78_key(seed), only)
+        if "omit3" in chosen:
+            without = planner.distilled(seed, drop_classes=[OMITTED_CLASS], **held)
+            planner.add(omit_key(seed), without)
+        if "only78" in chosen:
+            only = planner.distilled(seed, keep_classes=list(KEPT_CLASSES), **held)
+            planner.add(only78_key(seed), only)
 
 
 def _plan_ensembles(planner: _Planner) -> None:
@@ -463,7 +451,7 @@ PERCENT_ERROR = "% test error"
 def results(the_plan: Plan, out: Path) -> list[dict]:
     """The result rows of a finished reproduction, paper figure beside measured."""
     runs = FinishedRuns(the_plan, out)
-    chosen = the_plan.experiments or tuple(EXPERIMENTS)
+    chosen = the_plan.experiments
     rows = []
     if "main" in chosen:
         teacher = runs.test_errors([teacher_key()])
@@ -795,7 +783,7 @@ def bias_shift_study(spec: RunSpec, folder: Path, classes: Sequence[int], sign: 
 
 def plots(the_plan: Plan, out: Path) -> list[str]:
     """Write the report's PNGs (those of the experiments run) into ``out``; return their names."""
-    chosen = the_plan.experiments or tuple(EXPERIMENTS)
+    chosen = the_plan.experiments
     names = []
     if "width-temperature" in chosen:
         names.append(plot_width_temperature(the_plan, out, "width_temperature.png"))
@@ -872,7 +860,7 @@ def confident_example(logits: torch.Tensor, labels: torch.Tensor) -> int:
 def plot_bias_shifts(the_plan: Plan, out: Path, name: str) -> str:
     """Per-class test errors (seed 0) before and after each bias shift of experiments 3, 4."""
     groups = {}
-    chosen = the_plan.experiments or tuple(EXPERIMENTS)
+    chosen = the_plan.experiments
     for experiment, key, classes, sign, group in (
         ("omit3", omit_key(0), [OMITTED_CLASS], 1.0, f"no {OMITTED_CLASS}s"),
         ("only78", only78_key(0), list(KEPT_CLASSES), -1.0, "only 7s and 8s"),
