@@ -19,9 +19,10 @@ from kdistill.data import DATASET_NAMES
 from kdistill.errors import KDistillError
 from kdistill.experiments import PAPERS
 from kdistill.losses import LOSSES, parse_loss_args
-from kdistill.train import SCHEDULES, TrainConfig
+from kdistill.train import SCHEDULES, TrainConfig, start_optimizer_imports
 
 HINTON_DEFAULTS = {"temperature": 20.0, "alpha": 1.0}  # of `kdistill distill`
+TRAINING_COMMANDS = ("train", "distill", "sweep", "reproduce", "demo")  # build an optimizer
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -29,6 +30,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command in TRAINING_COMMANDS:
+        start_optimizer_imports()
     try:
         status = args.handler(args, argv) or 0
         sys.stdout.flush()  # a closed pipe fails here, inside the try, not at exit

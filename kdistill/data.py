@@ -368,7 +368,9 @@ def _idx_spec(name: str) -> IdxDatasetSpec:
 
 
 def _to_split(images: np.ndarray, labels: np.ndarray, scale: float) -> Split:
-    x = torch.from_numpy(images.astype(np.float32) / scale).unsqueeze(1).contiguous()
+    # One float32 pass (the same values as astype(float32) / scale, which took about a second
+    # of a run's fixed cost on MNIST's 60,000 images: issue 15).
+    x = torch.from_numpy(np.divide(images, np.float32(scale), dtype=np.float32)).unsqueeze(1)
     return Split(x, torch.from_numpy(labels.astype(np.int64)))
 
 

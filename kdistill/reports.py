@@ -1,6 +1,8 @@
 """Reports: plain-text tables for the terminal and Markdown, and the PNG plots.
 
-Plots use matplotlib's non-interactive Agg backend and are written atomically.
+Plots use matplotlib's non-interactive Agg backend and are written atomically. matplotlib is
+imported on the first plot, not with this module: importing it takes about a second, which a
+run that only prints its tables should not pay (issue 15, the fixed cost of a run).
 """
 
 from __future__ import annotations
@@ -8,16 +10,17 @@ from __future__ import annotations
 import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
-import matplotlib
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
+from kdistill.checkpoint import atomic_write
+from kdistill.errors import KDistillError
+from kdistill.losses import soft_targets
 
-from kdistill.checkpoint import atomic_write  # noqa: E402
-from kdistill.errors import KDistillError  # noqa: E402
-from kdistill.losses import soft_targets  # noqa: E402
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def format_table(rows: Sequence[Mapping], columns: Sequence[str] | None = None) -> str:
@@ -45,14 +48,24 @@ def _cell(value: object) -> str:
     return str(value)
 
 
+def pyplot() -> ModuleType:
+    """matplotlib's ``pyplot`` on the non-interactive Agg backend (imported on first use)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot
+
+    return matplotlib.pyplot
+
+
 def figure_format(path: str | Path) -> str:
     """The file format matplotlib writes for ``path``'s suffix (``.png``, ``.pdf``, ``.svg``,
     ...); no suffix means PNG. An unknown suffix is a :class:`KDistillError` naming the valid."""
     suffix = Path(path).suffix.lower().lstrip(".")
     if not suffix:
         return "png"
-    supported = plt.figure().canvas.get_supported_filetypes()
-    plt.close("all")
+    supported = pyplot().figure().canvas.get_supported_filetypes()
+    pyplot().close("all")
     if suffix not in supported:
         raise KDistillError(
             f"cannot write a figure as .{suffix} ({path}): use one of "
@@ -61,11 +74,11 @@ def figure_format(path: str | Path) -> str:
     return suffix
 
 
-def save_figure(fig: plt.Figure, path: str | Path) -> Path:
+def save_figure(fig: Figure, path: str | Path) -> Path:
     """Write a figure atomically, in the format its suffix names (PNG without one), and close it."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format=figure_format(path), dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    pyplot().close(fig)
     atomic_write(path, buffer.getvalue())
     return Path(path)
 
@@ -78,7 +91,7 @@ _TERM_TITLES = {
 }
 
 
-def curves_figure(histories: Mapping[str, Sequence[Mapping]]) -> plt.Figure:
+def curves_figure(histories: Mapping[str, Sequence[Mapping]]) -> Figure:
     """The figure of :func:`plot_curves`: test errors, then one panel per loss term.
 
     Each term a run's loss logged (``train_hard``: cross-entropy with the labels, ``train_soft``:
@@ -91,7 +104,7 @@ def curves_figure(histories: Mapping[str, Sequence[Mapping]]) -> plt.Figure:
         for name in _terms(history):
             terms.setdefault(name)
     panels = 1 + len(terms)
-    fig, axes = plt.subplots(1, panels, figsize=(4.6 * panels, 4.2), squeeze=False)
+    fig, axes = pyplot().subplots(1, panels, figsize=(4.6 * panels, 4.2), squeeze=False)
     ax_err, term_axes = axes[0][0], dict(zip(terms, axes[0][1:], strict=True))
     for index, (label, history) in enumerate(histories.items()):
         style = {"marker": ".", "color": f"C{index % 10}", "label": label}
@@ -150,7 +163,7 @@ def plot_soft_targets(
     """
     k, c = logits.shape
     columns = len(temperatures) + (images is not None)
-    fig, axes = plt.subplots(k, columns, figsize=(2.6 * columns, 1.9 * k), squeeze=False)
+    fig, axes = pyplot().subplots(k, columns, figsize=(2.6 * columns, 1.9 * k), squeeze=False)
     names = list(class_names or range(c))
     for row in range(k):
         offset = 0
@@ -185,7 +198,9 @@ def plot_heatmap(
 ) -> Path:
     """A grid of numbers as an annotated heat map; the lowest cell is boxed and starred."""
     grid = torch.tensor(values, dtype=torch.float64)
-    fig, ax = plt.subplots(figsize=(1.3 * len(column_labels) + 2.5, 0.7 * len(row_labels) + 1.8))
+    fig, ax = pyplot().subplots(
+        figsize=(1.3 * len(column_labels) + 2.5, 0.7 * len(row_labels) + 1.8)
+    )
     image = ax.imshow(grid.numpy(), cmap="viridis_r", aspect="auto")
     fig.colorbar(image, ax=ax)
     finite = torch.where(grid.isnan(), torch.inf, grid)
@@ -198,7 +213,7 @@ def plot_heatmap(
             color = "black" if light else "white"
             ax.text(j, i, f"{grid[i, j]:.4g}{star}", ha="center", va="center", color=color)
     ax.add_patch(
-        plt.Rectangle((best[1] - 0.5, best[0] - 0.5), 1, 1, fill=False, edgecolor="red", lw=3)
+        pyplot().Rectangle((best[1] - 0.5, best[0] - 0.5), 1, 1, fill=False, edgecolor="red", lw=3)
     )
     ax.set_xticks(range(len(column_labels)), column_labels)
     ax.set_yticks(range(len(row_labels)), row_labels)
@@ -220,7 +235,7 @@ def plot_lines(
 
     ``xticks``: ``(positions, labels)`` of the x axis, e.g. for values that are not numbers.
     """
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    fig, ax = pyplot().subplots(figsize=(6.5, 4.2))
     for label, (xs, ys) in series.items():
         ax.plot(xs, ys, marker="o", label=label)
     if logx:
@@ -247,7 +262,7 @@ def plot_grouped_bars(
     title: str,
 ) -> Path:
     """One panel per entry of ``panels``; in each, grouped bars (one bar per series and x)."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+    fig, axes = pyplot().subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
     for ax, (name, bars) in zip(axes[0], panels.items(), strict=True):
         width = 0.8 / max(1, len(bars))
         for i, (label, values) in enumerate(bars.items()):

@@ -17,7 +17,10 @@ Each kind of training data, and the teacher's logits for each batch, is a batch 
 from __future__ import annotations
 
 import copy
+import importlib
 import math
+import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -652,7 +655,34 @@ def _check_finite(
         )
 
 
+# What torch.optim imports when the first optimizer is built: its compiler stack, about a second
+# of a short run's fixed cost (issue 15). A command may start importing it early, in a thread.
+OPTIMIZER_IMPORTS = ("torch._dynamo",)
+_early_imports: threading.Thread | None = None
+
+
+def start_optimizer_imports() -> None:
+    """Start importing :data:`OPTIMIZER_IMPORTS` in a background thread, so that it overlaps the
+    data decode and the teacher's logits (which release the GIL); the first optimizer waits for
+    it. Call once, after the command's own imports; a second call does nothing."""
+    global _early_imports
+    if _early_imports is not None or all(name in sys.modules for name in OPTIMIZER_IMPORTS):
+        return
+
+    def run() -> None:
+        for name in OPTIMIZER_IMPORTS:
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001 (the optimizer will import it again, and say why)
+                return
+
+    _early_imports = threading.Thread(target=run, name="kdistill-imports", daemon=True)
+    _early_imports.start()
+
+
 def _make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    if _early_imports is not None:
+        _early_imports.join()  # never import the same modules from two threads at once
     params = [p for p in model.parameters() if p.requires_grad]
     # The fused kernel updates each tensor in one pass instead of three to five (same update,
     # rounding may differ in the last bit); on CPU it saves ~60% of the optimizer's time.

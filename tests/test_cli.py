@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
@@ -197,3 +200,33 @@ def test_loss_and_loss_args_are_the_long_form_of_t_and_alpha(teacher_run, tmp_pa
     assert (train["loss"], train["loss_args"]) == ("hinton", {"temperature": 20.0, "alpha": 1.0})
     header = (default / "history.csv").read_text().splitlines()[0]
     assert header.startswith("epoch,lr,train_loss,train_soft,seconds")
+
+
+def _fresh_python(code: str) -> None:
+    """Run ``code`` in a new interpreter (modules imported by this one do not count)."""
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
+
+
+def test_a_run_that_plots_nothing_never_imports_matplotlib() -> None:
+    # matplotlib costs about a second of a short run's fixed cost (issue 15)
+    _fresh_python(
+        "import sys, kdistill.cli, kdistill.reports, kdistill.runs, kdistill.sweep\n"
+        "import kdistill.experiments.hinton2015, kdistill.experiments.logit_losses\n"
+        "assert 'matplotlib' not in sys.modules, 'imported matplotlib'\n"
+        "kdistill.reports.pyplot()\n"
+        "assert sys.modules['matplotlib'].get_backend().lower() == 'agg'\n"
+    )
+
+
+def test_the_optimizers_imports_start_early_in_a_thread_and_finish() -> None:
+    _fresh_python(
+        "import sys, threading\n"
+        "from kdistill.train import OPTIMIZER_IMPORTS, start_optimizer_imports\n"
+        "assert not any(name in sys.modules for name in OPTIMIZER_IMPORTS)\n"
+        "started, start = [], threading.Thread.start\n"
+        "threading.Thread.start = lambda self: (started.append(self), start(self))\n"
+        "start_optimizer_imports(); start_optimizer_imports()  # the second call does nothing\n"
+        "assert [t.name for t in started] == ['kdistill-imports'], started\n"
+        "started[0].join()\n"
+        "assert all(name in sys.modules for name in OPTIMIZER_IMPORTS)\n"
+    )

@@ -46,6 +46,11 @@ def test_load_dataset_mnist(shared_data):
     assert dataset.train.images.dtype == torch.float32
     assert float(dataset.train.images.mean()) == pytest.approx(0.1307, abs=1e-4)
     assert dataset.num_classes == 10 and dataset.input_shape == (1, 28, 28)
+    # pixel / 255 in float32, every value exactly as the plain numpy expression gives it
+    pixels = read_idx(shared_data / "mnist" / MNIST.train_images.name)
+    expected = torch.from_numpy(pixels.astype("float32") / 255.0)
+    assert torch.equal(dataset.train.images[:, 0], expected)
+    assert dataset.train.images.is_contiguous()
 
 
 def _copy_mnist(shared_data: Path, target: Path, level: int = 1) -> Path:

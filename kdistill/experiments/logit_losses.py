@@ -38,7 +38,7 @@ from kdistill.experiments.common import FinishedRuns, Plan, Reproduction, result
 from kdistill.experiments.hinton2015 import PAPER_TEACHER_MODEL, STUDENT_OPTIMISER
 from kdistill.experiments.hinton2015 import PROFILES as HINTON2015_PROFILES
 from kdistill.losses import make_loss
-from kdistill.reports import plt, save_figure
+from kdistill.reports import pyplot, save_figure
 from kdistill.runs import RunSpec, cached_dataset, holdout_split, load_run_model, read_history
 from kdistill.train import TrainConfig, evaluate, predict_logits
 
@@ -464,7 +464,7 @@ def plots(the_plan: Plan, out: Path) -> list[str]:
     dataset, the teacher and the student alone as lines."""
     runs = FinishedRuns(the_plan, out)
     datasets = the_plan.profile.datasets
-    fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4.5), squeeze=False)
+    fig, axes = pyplot().subplots(1, len(datasets), figsize=(6 * len(datasets), 4.5), squeeze=False)
     for ax, dataset in zip(axes[0], datasets, strict=True):
         names, means, stds = [], [], []
         for grid in the_plan.profile.grids:
