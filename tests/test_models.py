@@ -8,6 +8,7 @@ from torch import nn
 
 from kdistill.models import (
     MLP,
+    Dropout,
     build_model,
     count_parameters,
     flops_per_example,
@@ -26,6 +27,35 @@ def test_paper_teacher_and_student_shapes():
     assert [m.p for m in teacher.modules() if isinstance(m, nn.Dropout)] == [0.2, 0.5, 0.5]
     assert not any(isinstance(m, nn.Dropout) for m in student.modules())
     assert teacher(torch.rand(3, 1, 28, 28)).shape == (3, 10)
+    assert all(type(m) is Dropout for m in teacher.modules() if isinstance(m, nn.Dropout))
+    cnn = build_model("cnn:8x16,dropout=0.5", (1, 28, 28), 10)
+    assert [type(m) for m in cnn.modules() if isinstance(m, nn.Dropout)] == [Dropout]
+
+
+@pytest.mark.parametrize("p", [0.2, 0.5])
+def test_dropout_keeps_each_unit_with_probability_1_minus_p_and_scales_it(p: float) -> None:
+    torch.manual_seed(0)
+    layer = Dropout(p)
+    x = torch.full((400_000,), 3.0, requires_grad=True)
+    y = layer(x)
+    kept = y != 0
+    assert torch.equal(y[kept], torch.full_like(y[kept], 3.0 / (1 - p)))
+    n = x.numel()  # 5 standard deviations of the binomial count
+    assert abs(kept.sum().item() - (1 - p) * n) < 5 * (n * p * (1 - p)) ** 0.5
+    y.sum().backward()
+    assert torch.equal(x.grad, kept.float() / (1 - p))  # the gradient is the same mask
+    assert not torch.equal(layer(x), layer(x))  # a new mask each call
+    layer.eval()
+    assert layer(x) is x
+    assert Dropout(0.0)(x) is x
+
+
+def test_dropout_under_bf16_keeps_the_dtype_and_the_rate() -> None:
+    torch.manual_seed(0)
+    y = Dropout(0.2)(torch.ones(100_000, dtype=torch.bfloat16))
+    assert y.dtype == torch.bfloat16
+    assert set(y.unique().tolist()) == {0.0, 1.25}
+    assert abs((y != 0).float().mean().item() - 0.8) < 0.01
 
 
 def test_flops_are_two_per_multiply_add():
