@@ -222,19 +222,23 @@ def _tutorial_loop(
     epochs: int,
     step_loss,
     normalize: tuple[float, float] | None,
+    schedule: str = "cosine",
 ) -> float:
     """A tutorial's training loop; returns the seconds of its fastest epoch.
 
     A ``DataLoader`` over a per-sample dataset (normalising each image when ``normalize`` is
-    given), SGD (Nesterov momentum 0.9, as kdistill's) with a cosine schedule stepped every
-    batch; ``step_loss(x, y)`` is the batch's loss.
+    given), SGD (Nesterov momentum 0.9, as kdistill's) at a constant rate or with a cosine
+    schedule stepped every batch; ``step_loss(x, y)`` is the batch's loss.
     """
     loader = torch.utils.data.DataLoader(
         PerSampleDataset(train, normalize), batch_size=batch_size, shuffle=True
     )
     model.to(DEVICE).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * len(loader))
+    if schedule not in ("cosine", "constant"):
+        raise ValueError(f"schedule must be cosine or constant, got {schedule!r}")
+    steps = epochs * len(loader) if schedule == "cosine" else 10**12  # constant: never decays
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     seconds = []
     for _ in range(epochs):
         start = time.perf_counter()
@@ -257,12 +261,15 @@ def reference_training(
     lr: float,
     epochs: int,
     normalize: tuple[float, float] | None = MNIST_NORMALIZE,
+    schedule: str = "cosine",
 ) -> float:
     """A model trained on hard labels as tutorials do it (cross-entropy, inputs normalised);
     returns the seconds of its fastest epoch."""
-    return _tutorial_loop(
-        model, train, batch_size, lr, epochs, lambda x, y: F.cross_entropy(model(x), y), normalize
-    )
+
+    def step_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(model(x), y)
+
+    return _tutorial_loop(model, train, batch_size, lr, epochs, step_loss, normalize, schedule)
 
 
 def reference_distillation(
@@ -274,6 +281,7 @@ def reference_distillation(
     epochs: int,
     alpha: float = 1.0,
     normalize: tuple[float, float] | None = MNIST_NORMALIZE,
+    schedule: str = "cosine",
 ) -> float:
     """Distillation as tutorials write it; returns the seconds of its fastest epoch.
 
@@ -297,7 +305,7 @@ def reference_distillation(
             loss = loss + (1 - alpha) * F.cross_entropy(student_logits, y)
         return loss
 
-    return _tutorial_loop(student, train, batch_size, lr, epochs, step_loss, normalize)
+    return _tutorial_loop(student, train, batch_size, lr, epochs, step_loss, normalize, schedule)
 
 
 def synchronize() -> None:
