@@ -235,10 +235,12 @@ def _tutorial_loop(
     )
     model.to(DEVICE).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True)
-    if schedule not in ("cosine", "constant"):
+    if schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * len(loader))
+    elif schedule == "constant":
+        scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0)
+    else:
         raise ValueError(f"schedule must be cosine or constant, got {schedule!r}")
-    steps = epochs * len(loader) if schedule == "cosine" else 10**12  # constant: never decays
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     seconds = []
     for _ in range(epochs):
         start = time.perf_counter()
