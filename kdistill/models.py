@@ -10,7 +10,10 @@ Spec grammar: ``KIND:ARCH[,key=value...]``
   ``input_mean``/``input_std``: the model sees ``(x - input_mean) / input_std`` (e.g. 0.5/0.5
   maps [0, 1] pixels to [-1, 1]); the scaling is part of the model, so a run keeps its own.
 - ``cnn:32x64`` conv channels (5x5 conv, ReLU, 2x2 max-pool each); option ``hidden`` (units of
-  the fully connected layer, default 128), ``dropout``.
+  the fully connected layer, default 128), ``dropout``, and ``input_mean``/``input_std`` as for
+  ``mlp``.
+- :func:`with_input_scaling` writes a dataset's pixel statistics into a built-in spec that sets
+  no scaling of its own (the CLI's ``--inputs standardized``).
 - ``package.module:function`` calls ``function(**options)`` and expects an ``nn.Module``.
 """
 
@@ -79,8 +82,7 @@ class MLP(nn.Module):
     ) -> None:
         super().__init__()
         # outside ``net``, so a scaled model's weights have the same names as an unscaled one's
-        scaled = (input_mean, input_std) != (0.0, 1.0)
-        self.inputs = Standardize(input_mean, input_std) if scaled else nn.Identity()
+        self.inputs = _input_scaling(input_mean, input_std)
         layers: list[nn.Module] = [nn.Flatten()]
         if input_dropout > 0:
             layers.append(Dropout(input_dropout))
@@ -107,8 +109,11 @@ class SmallCNN(nn.Module):
         num_classes: int,
         hidden: int = 128,
         dropout: float = 0.0,
+        input_mean: float = 0.0,
+        input_std: float = 1.0,
     ) -> None:
         super().__init__()
+        self.inputs = _input_scaling(input_mean, input_std)  # no weights: the same state_dict
         in_channels, height, width = input_shape
         blocks: list[nn.Module] = []
         for out_channels in channels:
@@ -127,7 +132,12 @@ class SmallCNN(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
+        return self.classifier(self.features(self.inputs(x)))
+
+
+def _input_scaling(mean: float, std: float) -> nn.Module:
+    """The layer that scales a model's inputs: nothing to do for (0, 1)."""
+    return Standardize(mean, std) if (mean, std) != (0.0, 1.0) else nn.Identity()
 
 
 def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
@@ -149,6 +159,8 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
 
 
 BUILTIN_KINDS = ("mlp", "cnn")
+INPUT_SCALING_OPTIONS = ("input_mean", "input_std")
+SCALING_DECIMALS = 4  # of the statistics written into a spec: 0.1307, 0.3081 for MNIST
 
 
 def imports_code(spec: str) -> bool:
@@ -156,11 +168,39 @@ def imports_code(spec: str) -> bool:
     return parse_spec(spec)[0] not in BUILTIN_KINDS
 
 
+def takes_input_scaling(spec: str) -> bool:
+    """Whether :func:`with_input_scaling` would change ``spec``: a built-in model (mlp, cnn)
+    whose spec sets neither ``input_mean`` nor ``input_std``."""
+    kind, _, options = parse_spec(spec)
+    return kind in BUILTIN_KINDS and not any(key in options for key in INPUT_SCALING_OPTIONS)
+
+
+def with_input_scaling(spec: str, mean: float, std: float) -> str:
+    """``spec`` with ``input_mean=MEAN,input_std=STD`` appended, each rounded to 4 decimals.
+
+    A spec that sets ``input_mean`` or ``input_std`` itself keeps its own scaling, and a
+    ``package.module:function`` spec is returned unchanged (its function gets no options it
+    did not ask for, and scales its inputs itself if it wants to).
+
+    Raises:
+        KDistillError: a statistic that is not finite, or a std that rounds to 0 or below.
+    """
+    if not takes_input_scaling(spec):
+        return spec
+    mean, std = round(mean, SCALING_DECIMALS), round(std, SCALING_DECIMALS)
+    if not (math.isfinite(mean) and math.isfinite(std)) or std <= 0:
+        raise KDistillError(
+            f"cannot standardize the inputs of {spec!r} by mean {mean} and std {std} (the "
+            "data's pixels do not vary): use --inputs raw"
+        )
+    return f"{spec.rstrip(',')},input_mean={mean!r},input_std={std!r}"
+
+
 def build_model(spec: str, input_shape: Sequence[int], num_classes: int) -> nn.Module:
     """Build a fresh model from its spec, for inputs of ``input_shape`` (without the batch)."""
     kind, arch, options = parse_spec(spec)
     if kind == "mlp":
-        known = {"dropout", "input_dropout", "input_mean", "input_std"}
+        known = {"dropout", "input_dropout", *INPUT_SCALING_OPTIONS}
         _check_options(spec, options, known)
         return MLP(
             math.prod(input_shape),
@@ -172,7 +212,7 @@ def build_model(spec: str, input_shape: Sequence[int], num_classes: int) -> nn.M
             input_std=_float_option(spec, options, "input_std", default=1.0),
         )
     if kind == "cnn":
-        _check_options(spec, options, {"hidden", "dropout"})
+        _check_options(spec, options, {"hidden", "dropout", *INPUT_SCALING_OPTIONS})
         if len(input_shape) != 3:
             raise KDistillError(f"model {spec!r} needs (channels, height, width) inputs")
         return SmallCNN(
@@ -181,6 +221,8 @@ def build_model(spec: str, input_shape: Sequence[int], num_classes: int) -> nn.M
             num_classes,
             hidden=int(options.get("hidden", 128)),
             dropout=_float_option(spec, options, "dropout"),
+            input_mean=_float_option(spec, options, "input_mean"),
+            input_std=_float_option(spec, options, "input_std", default=1.0),
         )
     if "." in kind or kind.isidentifier():
         return _import_model(spec, kind, arch, options)

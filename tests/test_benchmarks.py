@@ -69,3 +69,22 @@ def test_flop_count_and_roofline_operands_match_nn_linear():
     flops = sum(2 * a.shape[0] * a.shape[1] * b.shape[1] for a, b, _ in ops)
     first_grad_input = 2 * 4 * 784 * 800
     assert flops == 3 * 4 * bench.forward_flops(shapes) - first_grad_input
+
+
+def test_tutorial_loops_normalise_inputs_as_tutorials_do(tiny_split):
+    bench = load_benchmark()
+    assert bench.MNIST_NORMALIZE == (0.1307, 0.3081)  # transforms.Normalize((0.1307,), (0.3081,))
+    image, label = bench.PerSampleDataset(tiny_split, bench.MNIST_NORMALIZE)[3]
+    assert torch.equal(image, (tiny_split.images[3] - 0.1307) / 0.3081)
+    assert label == tiny_split.labels[3]
+    # kdistill's rows scale inside the model, by the numbers --inputs standardized writes
+    assert bench.STUDENT_SPEC == "mlp:800x800,input_mean=0.1307,input_std=0.3081"
+    torch.manual_seed(0)
+    teacher, student = (
+        bench.build_model("mlp:8", (1, 6, 6), 4),
+        bench.build_model("mlp:8", (1, 6, 6), 4),
+    )
+    before = [p.clone() for p in student.parameters()]
+    assert bench.reference_training(teacher, tiny_split, 64, 0.01, 1, schedule="constant") > 0
+    assert bench.reference_distillation(student, teacher, tiny_split, 64, 0.01, 1, alpha=0.5) > 0
+    assert any(not torch.equal(a, b) for a, b in zip(before, student.parameters(), strict=True))
