@@ -23,8 +23,10 @@ from kdistill.train import SCHEDULES, TrainConfig, start_optimizer_imports
 
 HINTON_DEFAULTS = {"temperature": 20.0, "alpha": 1.0}  # of `kdistill distill`
 TRAINING_COMMANDS = ("train", "distill", "sweep", "reproduce", "demo")  # build an optimizer
-# --inputs of train, distill and sweep: the first is the default (see _model_for_inputs)
-INPUTS = ("standardized", "raw")
+# --inputs of train, distill and sweep; the first is the default: standardized inputs learn faster
+# at lr 0.01 (issue 15's settings) but make the default distillation (SGD lr 0.1, T = 20) diverge
+# on MNIST (docs/performance.md, "Input scaling")
+INPUTS = ("raw", "standardized")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -410,12 +412,13 @@ def _add_model_and_folder_arguments(
     parser.add_argument(
         "--inputs",
         choices=INPUTS,
-        help=f"{INPUTS[0]} (default): a built-in mlp/cnn model sees (x - mean) / std, with the "
-        "mean and std of every pixel of the dataset's full training split, written into its "
-        "spec in config.json (mnist: input_mean=0.1307,input_std=0.3081); raw: the pixels as "
-        "loaded, in [0, 1]. A --model that sets input_mean or input_std itself keeps its own, "
-        "a package.module:function model gets the pixels as loaded, and a run continued "
-        "(--resume, a sweep re-run) whose recorded model is --model as given keeps raw inputs",
+        help="raw (default): the pixels as loaded, in [0, 1]; standardized: a built-in mlp/cnn "
+        "model sees (x - mean) / std, with the mean and std of every pixel of the dataset's full "
+        "training split, written into its spec in config.json (mnist: input_mean=0.1307,"
+        "input_std=0.3081; pair it with a lower --lr, e.g. 0.01). A --model that sets "
+        "input_mean or input_std itself keeps its own; a package.module:function model gets "
+        "the pixels as loaded. Continue a run (--resume, a sweep re-run) with the --inputs "
+        "that started it",
     )
     parser.add_argument(
         "--epochs", type=int, default=defaults.epochs, help="epochs (default %(default)s)"
@@ -501,41 +504,16 @@ def _add_device_and_logging_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _model_for_inputs(args: argparse.Namespace, dataset: str, recorded: str | None) -> str:
-    """``--model`` as the run will record it: with the dataset's pixel statistics written in
-    (``--inputs standardized``), or as given (``raw``).
-
-    Without ``--inputs``, a run continued from a folder whose recorded model is ``--model`` as
-    given (``recorded``: made with raw inputs, or before the option existed) keeps raw inputs;
-    any other run is standardized. The data are loaded only where the spec takes the scaling.
-    """
+def _model_for_inputs(args: argparse.Namespace, dataset: str) -> str:
+    """``--model`` as the run will record it: as given (``--inputs raw``), or with the dataset's
+    pixel statistics written in (``standardized``; the data are loaded only then)."""
     from kdistill.models import takes_input_scaling, with_input_scaling
     from kdistill.runs import cached_dataset
 
-    inputs = args.inputs or ("raw" if recorded == args.model else INPUTS[0])
-    if inputs == "raw" or not takes_input_scaling(args.model):
+    if (args.inputs or INPUTS[0]) == "raw" or not takes_input_scaling(args.model):
         return args.model
     data = cached_dataset(dataset, args.data_dir, args.download)  # the run's own, cached
     return with_input_scaling(args.model, *data.pixel_statistics)
-
-
-def _recorded_model(path: Path) -> str | None:
-    """The model spec recorded in a run's config.json or a sweep's sweep.json, if any."""
-    try:
-        saved = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None  # no folder to continue, or one the run itself will refuse with a reason
-    if not isinstance(saved, dict):
-        return None
-    model = (saved.get("base") if path.name == "sweep.json" else saved) or {}
-    return model.get("model") if isinstance(model, dict) else None
-
-
-def _continued_run_model(args: argparse.Namespace) -> str | None:
-    """The model recorded in the run that ``--resume`` continues (None for a new run)."""
-    if not (args.resume and args.out):
-        return None
-    return _recorded_model(Path(args.out, "config.json"))
 
 
 def _train_config(args: argparse.Namespace, **changes) -> TrainConfig:
@@ -563,7 +541,7 @@ def _cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
     from kdistill.runs import RunSpec
 
     train = _train_config(args)
-    model = _model_for_inputs(args, args.dataset, _continued_run_model(args))
+    model = _model_for_inputs(args, args.dataset)
     spec = RunSpec(model=model, dataset=args.dataset, data_dir=args.data_dir, train=train)
     return _execute(spec, args, "train", argv)
 
@@ -587,7 +565,7 @@ def _cmd_distill(args: argparse.Namespace, argv: list[str]) -> int:
         teacher_logits=args.teacher_logits,
     )
     spec.validate()
-    model = _model_for_inputs(args, spec.dataset, _continued_run_model(args))
+    model = _model_for_inputs(args, spec.dataset)
     return _execute(replace(spec, model=model), args, "distill", argv)
 
 
@@ -689,7 +667,7 @@ def _cmd_sweep(args: argparse.Namespace, argv: list[str]) -> int:
     )
     sweep.validate()  # every cell, before anything is written
     out = Path(args.out or _default_out("sweep"))
-    model = _model_for_inputs(args, sweep.base.dataset, _recorded_model(out / "sweep.json"))
+    model = _model_for_inputs(args, sweep.base.dataset)
     sweep = replace(sweep, base=replace(sweep.base, model=model))
     rows = run_sweep(
         sweep,

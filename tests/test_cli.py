@@ -31,9 +31,7 @@ def test_train_writes_a_traceable_run_folder(teacher_run):
     assert {"config.json", "meta.json", "history.csv", "metrics.json", "model.safetensors"} <= names
     assert not any(name.endswith(".tmp") for name in names)
     config = json.loads((teacher_run / "config.json").read_text())
-    # --inputs standardized (the default): the digits' training-set pixel mean and std
-    assert config["model"] == "mlp:64,input_mean=0.3054,input_std=0.3759"
-    assert config["train"]["epochs"] == 2
+    assert config["model"] == "mlp:64" and config["train"]["epochs"] == 2
     assert config["train"]["seed"] == 0 and config["dataset"] == "digits"
     meta = json.loads((teacher_run / "meta.json").read_text())
     assert {"seed", "torch", "python", "git_commit", "argv", "kdistill"} <= set(meta)

@@ -23,8 +23,7 @@ from safetensors.torch import load_file
 from kdistill import distributed
 from kdistill.checkpoint import load_checkpoint, save_checkpoint
 from kdistill.errors import KDistillError
-from kdistill.models import with_input_scaling
-from kdistill.runs import RunSpec, cached_dataset, execute, read_history
+from kdistill.runs import RunSpec, execute, read_history
 from kdistill.train import TrainConfig, evaluate, fit
 
 REPO = Path(__file__).resolve().parent.parent
@@ -172,10 +171,8 @@ def test_two_ranks_distil_like_one_process_with_the_global_batch(teacher_run, tm
     common = ["distill", "--dataset", "digits", "--teacher", str(teacher_run), "--model", "mlp:32"]
     common += ["--epochs", "2", "-T", "4", "--lr", "0.05", "--no-progress"]
     single = tmp_path / "one"
-    # the model the CLI runs (--inputs standardized, the default): scaled by the digits' pixels
-    standardized = with_input_scaling("mlp:32", *cached_dataset("digits", None).pixel_statistics)
     spec = RunSpec(
-        model=standardized,
+        model="mlp:32",
         dataset="digits",
         teachers=[str(teacher_run)],
         train=TrainConfig(epochs=2, batch_size=16, loss_args={"temperature": 4.0}, lr=0.05),

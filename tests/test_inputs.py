@@ -1,5 +1,5 @@
 """Input standardisation (`--inputs`): the dataset's pixel statistics, written into the model spec
-that config.json records, and old (raw) runs continued as they were made."""
+that config.json records; raw inputs by default; a run continues with the inputs it began with."""
 
 from __future__ import annotations
 
@@ -62,22 +62,27 @@ def test_with_input_scaling_rounds_and_leaves_set_or_user_specs_alone() -> None:
         with_input_scaling("mlp:8", 0.5, 0.00001)  # rounds to a std of 0
 
 
-def test_standardized_is_the_default_and_recorded_in_config(tmp_path: Path) -> None:
+def test_standardized_inputs_are_recorded_in_config(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    assert main(["train", "--model", "mlp:16", "--out", str(out), *FAST]) == 0
+    argv = ["--inputs", "standardized", *FAST]
+    assert main(["train", "--model", "mlp:16", "--out", str(out), *argv]) == 0
     assert _config(out)["model"] == _digits_spec("mlp:16")
     model, _ = load_run_model(out)  # rebuilt from config.json alone, scaling included
     mean, std = _direct_statistics(load_dataset("digits").train.images)
     assert (model.inputs.mean, model.inputs.std) == (round(mean, 4), round(std, 4))
     student = tmp_path / "student"  # distill: the student's own scaling, a transfer subset's too
-    argv = ["distill", "--teacher", str(out), "--model", "cnn:4", "--drop-classes", "3"]
-    assert main([*argv, "--out", str(student), *FAST]) == 0
+    distill = ["distill", "--teacher", str(out), "--model", "cnn:4", "--drop-classes", "3"]
+    assert main([*distill, "--out", str(student), *argv]) == 0
     assert _config(student)["model"] == _digits_spec("cnn:4")
 
 
 @pytest.mark.parametrize(
     "model, extra",
-    [("mlp:16,input_mean=0.5,input_std=0.5", []), ("mlp:16", ["--inputs", "raw"])],
+    [
+        ("mlp:16,input_mean=0.5,input_std=0.5", ["--inputs", "standardized"]),
+        ("mlp:16", ["--inputs", "raw"]),
+        ("mlp:16", []),  # raw is the default
+    ],
 )
 def test_own_scaling_and_raw_keep_the_spec(tmp_path: Path, model: str, extra: list) -> None:
     out = tmp_path / "run"
@@ -85,18 +90,18 @@ def test_own_scaling_and_raw_keep_the_spec(tmp_path: Path, model: str, extra: li
     assert _config(out)["model"] == model
 
 
-def test_a_raw_run_resumes_as_it_was_made(tmp_path: Path, capsys) -> None:
-    """A run made before --inputs (its config.json is that of --inputs raw) continues with raw
-    inputs under the command that started it; asking for standardized inputs is refused."""
-    out = tmp_path / "old"
+def test_a_run_resumes_only_with_the_inputs_it_was_made_with(tmp_path: Path, capsys) -> None:
+    """A standardized run continues under --inputs standardized; without it (raw, the default,
+    as every run made before --inputs) the spec differs and the resume is refused."""
+    out = tmp_path / "run"
     argv = ["train", "--model", "mlp:16", "--out", str(out), "--epochs", "2", "--no-progress"]
-    assert main([*argv, "--inputs", "raw"]) == 0
+    assert main([*argv, "--inputs", "standardized"]) == 0
     (out / "metrics.json").unlink()  # as if killed after its last checkpoint
     before = _config(out)
-    assert main([*argv, "--inputs", "standardized", "--resume"]) == 2
+    assert main([*argv, "--resume"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "model: 'mlp:16' -> 'mlp:16,input_mean=" in err
-    assert main([*argv, "--resume"]) == 0
+    assert err.count("\n") == 1 and "model: 'mlp:16,input_mean=" in err and "-> 'mlp:16'" in err
+    assert main([*argv, "--inputs", "standardized", "--resume"]) == 0
     assert _config(out) == before and (out / "metrics.json").is_file()
 
 
@@ -110,14 +115,15 @@ def test_bad_inputs_value_is_one_line_and_writes_nothing(tmp_path: Path, capsys)
     assert not out.exists()
 
 
-def test_a_raw_sweep_continues_as_it_was_made(tmp_path: Path) -> None:
-    """Re-running a sweep made with raw inputs (or before --inputs) reads its cells back."""
+def test_a_standardized_sweep_continues_as_it_was_made(tmp_path: Path) -> None:
+    """Re-running a sweep with the command that made it reads its finished cells back."""
     teacher, out = tmp_path / "teacher", tmp_path / "sweep"
     assert main(["train", "--model", "mlp:16", "--out", str(teacher), *FAST]) == 0
     argv = ["sweep", "--teacher", str(teacher), "--model", "mlp:8", "-T", "2", "--alpha", "0.5"]
-    argv += ["--out", str(out), *FAST]
-    assert main([*argv, "--inputs", "raw"]) == 0
+    argv += ["--out", str(out), "--inputs", "standardized", *FAST]
+    assert main(argv) == 0
     cell = out / "T2-alpha0.5-seed0"
     made = (cell / "metrics.json").read_text()
-    assert main(argv) == 0  # the same command without --inputs: the finished cell is kept
-    assert (cell / "metrics.json").read_text() == made and _config(cell)["model"] == "mlp:8"
+    assert main(argv) == 0  # the same command again: the finished cell is kept
+    assert (cell / "metrics.json").read_text() == made
+    assert _config(cell)["model"] == _digits_spec("mlp:8")

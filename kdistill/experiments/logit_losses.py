@@ -333,9 +333,10 @@ def agreement_with(folder: Path, images: torch.Tensor, teacher_says: torch.Tenso
 
 
 def seconds_per_epoch(out: Path, keys: list[str]) -> float:
-    """The mean training time of an epoch (evaluation excluded) over the runs ``keys``."""
+    """The median training time of an epoch (evaluation excluded) over the runs ``keys``: the
+    median, so that an epoch stretched by a paused or preempted process does not move it."""
     epochs = [row["seconds"] for key in keys for row in read_history(out / key / "history.csv")]
-    return statistics.fmean(epochs)
+    return statistics.median(epochs)
 
 
 def grid_rows(runs: FinishedRuns, dataset: str) -> list[dict]:
