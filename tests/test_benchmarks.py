@@ -88,3 +88,16 @@ def test_tutorial_loops_normalise_inputs_as_tutorials_do(tiny_split):
     assert bench.reference_training(teacher, tiny_split, 64, 0.01, 1, schedule="constant") > 0
     assert bench.reference_distillation(student, teacher, tiny_split, 64, 0.01, 1, alpha=0.5) > 0
     assert any(not torch.equal(a, b) for a, b in zip(before, student.parameters(), strict=True))
+
+
+def test_step_profile_shares_add_up_and_name_the_matrix_products():
+    path = BENCHMARK.with_name("step_profile.py")
+    spec = importlib.util.spec_from_file_location("kdistill_benchmark_step_profile", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for make in (module.teacher_step, module.cached_distillation_step):
+        result = module.shares(make(), steps=2)
+        assert result.pop("ms per step") > 0
+        assert math.isclose(sum(result.values()), 100.0, rel_tol=1e-9)
+        assert result["matrix products"] > 20  # a 1200- or 800-wide MLP step is mostly matmuls
+    assert "dropout masks" in module.shares(module.teacher_step(), steps=2)
