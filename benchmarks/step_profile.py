@@ -4,6 +4,7 @@ Usage::
 
     python benchmarks/step_profile.py                 # one thread, ~1 minute
     python benchmarks/step_profile.py --threads 2
+    python benchmarks/step_profile.py --bf16          # forwards under bf16 autocast
 
 Profiles 50 steps of each at batch 128 with ``torch.profiler`` on random inputs (the time of a
 step does not depend on the pixel values) and prints each step's time shares: matrix products,
@@ -42,17 +43,20 @@ GROUPS = {  # profiler op name -> what it is
     "aten::uniform_": "dropout masks",
     "aten::_fused_sgd_": "optimizer",
     "aten::linalg_vector_norm": "max-norm",
+    "aten::copy_": "casts and copies",
 }
 
 
-def teacher_step() -> Callable[[], None]:
+def teacher_step(bf16: bool = False) -> Callable[[], None]:
     """One step of the paper teacher on a random batch of 128."""
     model = build_model("mlp:1200x1200,dropout=0.5,input_dropout=0.2", (1, 28, 28), 10)
     sgd = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, fused=True)
     images, labels = torch.rand(128, 1, 28, 28), torch.randint(0, 10, (128,))
 
     def step() -> None:
-        loss = torch.nn.functional.cross_entropy(model(jitter(images, 2)), labels)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(jitter(images, 2))
+        loss = torch.nn.functional.cross_entropy(logits.float(), labels)
         sgd.zero_grad(set_to_none=True)
         loss.backward()
         sgd.step()
@@ -61,7 +65,7 @@ def teacher_step() -> Callable[[], None]:
     return step
 
 
-def cached_distillation_step() -> Callable[[], None]:
+def cached_distillation_step(bf16: bool = False) -> Callable[[], None]:
     """One step of the 800-800 student on the hinton loss, the teacher's logits given."""
     model = build_model("mlp:800x800", (1, 28, 28), 10)
     sgd = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, fused=True)
@@ -70,7 +74,9 @@ def cached_distillation_step() -> Callable[[], None]:
     loss_fn = make_loss("hinton", temperature=20.0, alpha=0.5)
 
     def step() -> None:
-        loss = sum(loss_fn(model(images), teacher_logits, labels).values())
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(images)
+        loss = sum(loss_fn(logits.float(), teacher_logits, labels).values())
         sgd.zero_grad(set_to_none=True)
         loss.backward()
         sgd.step()
@@ -99,6 +105,7 @@ def main() -> None:
     """Profile both steps and print their shares."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--bf16", action="store_true", help="forwards under bf16 autocast")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -106,10 +113,13 @@ def main() -> None:
         ("teacher", teacher_step),
         ("cached distillation", cached_distillation_step),
     ):
-        result = shares(make())
+        result = shares(make(args.bf16))
         ms = result.pop("ms per step")
         parts = ", ".join(f"{g} {v:.0f}%" for g, v in sorted(result.items(), key=lambda x: -x[1]))
-        print(f"{name} step ({args.threads} thread(s), {ms:.1f} ms of profiled op time): {parts}")
+        precision = "bf16 autocast" if args.bf16 else "fp32"
+        print(
+            f"{name} step ({precision}, {args.threads} thread(s), {ms:.1f} ms of op time): {parts}"
+        )
 
 
 if __name__ == "__main__":
