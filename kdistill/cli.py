@@ -412,6 +412,7 @@ def _add_model_and_folder_arguments(
     parser.add_argument(
         "--inputs",
         choices=INPUTS,
+        default=INPUTS[0],
         help="raw (default): the pixels as loaded, in [0, 1]; standardized: a built-in mlp/cnn "
         "model sees (x - mean) / std, with the mean and std of every pixel of the dataset's full "
         "training split, written into its spec in config.json (mnist: input_mean=0.1307,"
@@ -510,7 +511,7 @@ def _model_for_inputs(args: argparse.Namespace, dataset: str) -> str:
     from kdistill.models import takes_input_scaling, with_input_scaling
     from kdistill.runs import cached_dataset
 
-    if (args.inputs or INPUTS[0]) == "raw" or not takes_input_scaling(args.model):
+    if args.inputs == "raw" or not takes_input_scaling(args.model):
         return args.model
     data = cached_dataset(dataset, args.data_dir, args.download)  # the run's own, cached
     return with_input_scaling(args.model, *data.pixel_statistics)
