@@ -24,8 +24,8 @@ from kdistill.train import SCHEDULES, TrainConfig, start_optimizer_imports
 HINTON_DEFAULTS = {"temperature": 20.0, "alpha": 1.0}  # of `kdistill distill`
 TRAINING_COMMANDS = ("train", "distill", "sweep", "reproduce", "demo")  # build an optimizer
 # --inputs of train, distill and sweep; the first is the default: standardized inputs learn faster
-# at lr 0.01 (issue 15's settings) but make the default distillation (SGD lr 0.1, T = 20) diverge
-# on MNIST (docs/performance.md, "Input scaling")
+# at lr 0.01 (issue 15's settings), not at kdistill's default settings, and every documented
+# figure was made on raw pixels (docs/performance.md, "Input scaling")
 INPUTS = ("raw", "standardized")
 
 
