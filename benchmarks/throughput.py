@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdistill.data import Split, batch_indices, load_dataset, resolve_data_dir
-from kdistill.models import build_model
+from kdistill.models import build_model, with_input_scaling
 from kdistill.reports import format_table
 from kdistill.runs import git_commit
 from kdistill.train import TrainConfig, evaluate, fit, predict_logits, resolve_device
@@ -62,9 +62,8 @@ REPO = Path(__file__).resolve().parent.parent
 # The tutorials' transforms.Normalize((0.1307,), (0.3081,)): MNIST's pixel mean and std, the
 # numbers `kdistill train --dataset mnist` writes into a model spec (--inputs standardized).
 MNIST_NORMALIZE = (0.1307, 0.3081)
-SCALING = ",input_mean={},input_std={}".format(*MNIST_NORMALIZE)
-TEACHER_SPEC = "mlp:1200x1200,dropout=0.5,input_dropout=0.2" + SCALING
-STUDENT_SPEC = "mlp:800x800" + SCALING
+TEACHER_SPEC = with_input_scaling("mlp:1200x1200,dropout=0.5,input_dropout=0.2", *MNIST_NORMALIZE)
+STUDENT_SPEC = with_input_scaling("mlp:800x800", *MNIST_NORMALIZE)
 INPUT_SHAPE = (1, 28, 28)
 NUM_CLASSES = 10
 TEMPERATURE = 20.0

@@ -64,7 +64,7 @@ class Dropout(nn.Dropout):
         if not self.training or self.p == 0:
             return x
         keep = torch.rand(x.shape, device=x.device).ge_(self.p).mul_(1 / (1 - self.p))
-        return x * (keep if keep.dtype == x.dtype else keep.to(x.dtype))
+        return x * keep.to(x.dtype)  # (no copy when the dtypes match)
 
 
 class MLP(nn.Module):
