@@ -110,10 +110,11 @@ def test_the_committed_report_rows_come_from_its_run_records() -> None:
 
 
 def test_the_committed_paper_profile_report_comes_from_its_run_records() -> None:
-    """docs/results/hinton2015-paper: every committed run is this plan's, and the rows that need
-    no weights (main table, width x T, 3% of the data) are its records' figures."""
-    root = Path(__file__).resolve().parent.parent / "docs" / "results" / "hinton2015-paper"
-    the_plan = h.plan(h.PROFILES["paper"], root / "runs", seeds=3)
+    """docs/results/hinton2015-paper-v2 (made by the profile now named paper-v2): every committed
+    run is this plan's, and the rows that need no weights (main table, width x T, 3% of the
+    data) are its records' figures."""
+    root = Path(__file__).resolve().parent.parent / "docs" / "results" / "hinton2015-paper-v2"
+    the_plan = h.plan(h.PROFILES["paper-v2"], root / "runs", seeds=3)
     assert sorted(the_plan.runs) == sorted(
         str(path.parent.relative_to(root / "runs"))
         for path in (root / "runs").glob("*/*/seed*/metrics.json")
@@ -200,7 +201,7 @@ def test_reproductions_are_listed_by_name(tmp_path: Path, capsys) -> None:
     assert main(["reproduce", "--list"]) == 0
     line, *others = capsys.readouterr().out.splitlines()
     assert line.startswith("hinton2015: Hinton, Vinyals & Dean (2015)")
-    assert line.endswith("(profiles: quick, paper, paper-v1)")
+    assert line.endswith("(profiles: quick, paper, paper-v1, paper-v2)")
     experiments, others = others[: len(h.EXPERIMENTS)], others[len(h.EXPERIMENTS) :]
     assert [e.split(":")[0].strip() for e in experiments] == [
         f"--experiment {name}" for name in h.EXPERIMENTS
@@ -211,7 +212,7 @@ def test_reproductions_are_listed_by_name(tmp_path: Path, capsys) -> None:
     assert "hinton2015 has no experiment 'omit4': choose from main, width-temperature" in err
     assert main(["reproduce", "hinton2015", "--profile", "huge", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert "unknown profile 'huge': choose quick, paper, paper-v1" in err
+    assert "unknown profile 'huge': choose quick, paper, paper-v1, paper-v2" in err
     assert main(["reproduce"]) == 2
     assert "name the paper to reproduce (hinton2015, logit-losses)" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
@@ -396,3 +397,20 @@ def test_a_finished_teacher_is_reused_not_retrained(quick, tmp_path: Path) -> No
 
 def _records(out: Path) -> list[dict]:
     return json.loads((out / "results.json").read_text())
+
+
+@pytest.mark.parametrize("name", ["quick", "paper", "paper-v2"])
+def test_every_student_of_a_profile_trains_with_one_optimiser(name: str, tmp_path: Path) -> None:
+    """Alone or distilled, at any width: one optimiser per profile, so comparisons are fair."""
+    the_plan = h.plan(h.PROFILES[name], tmp_path, seeds=2)
+    students = [spec for key, spec in the_plan.runs.items() if key != h.teacher_key()]
+
+    def optimiser(spec: RunSpec) -> tuple:
+        train = spec.train
+        return (train.optimizer, train.lr, train.momentum, train.schedule, train.bf16)
+
+    assert len({optimiser(spec) for spec in students}) == 1
+    # an ensemble's student clips its gradient in every profile (ENSEMBLE_GRAD_CLIP)
+    clips = {spec.train.grad_clip for spec in students if len(spec.teachers) <= 1}
+    expected = ("adam", 1e-3, {None}) if name != "paper" else ("sgd", 0.1, {1.0})
+    assert (*optimiser(students[0])[:2], clips) == expected
