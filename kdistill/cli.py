@@ -103,6 +103,7 @@ def _add_train_command(commands) -> None:
     """``kdistill train``: a model trained on hard labels."""
     train = commands.add_parser("train", help="train a model on hard labels")
     _add_run_arguments(train, default_model="mlp:1200x1200,dropout=0.5,input_dropout=0.2")
+    _add_transfer_set_arguments(train)  # e.g. the hard-label baseline on 3% of the data
     train.set_defaults(handler=_cmd_train)
 
 
@@ -128,7 +129,7 @@ def _add_distill_command(commands) -> None:
 
 
 def _add_transfer_set_arguments(parser: argparse.ArgumentParser) -> None:
-    """Which training examples the student sees: classes dropped or kept, a fraction."""
+    """Which training examples the model sees: classes dropped or kept, a fraction."""
     parser.add_argument(
         "--drop-classes", type=_int_list, default=[], help="transfer set without these, e.g. 3"
     )
@@ -541,10 +542,19 @@ def _default_out(command: str) -> str:
 def _cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
     from kdistill.runs import RunSpec
 
-    train = _train_config(args)
+    spec = RunSpec(
+        model=args.model,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        train=_train_config(args),
+        drop_classes=args.drop_classes,
+        keep_classes=args.keep_classes,
+        train_fraction=args.fraction,
+        holdout_fraction=args.holdout_fraction,
+    )
+    spec.validate()
     model = _model_for_inputs(args, args.dataset)
-    spec = RunSpec(model=model, dataset=args.dataset, data_dir=args.data_dir, train=train)
-    return _execute(spec, args, "train", argv)
+    return _execute(replace(spec, model=model), args, "train", argv)
 
 
 def _cmd_distill(args: argparse.Namespace, argv: list[str]) -> int:

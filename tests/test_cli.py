@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from kdistill.cli import main
 from kdistill.data import load_dataset
-from kdistill.runs import load_run_model, weights_sha256
+from kdistill.runs import RunSpec, load_run_model, transfer_split, weights_sha256
 from kdistill.train import evaluate
 
 FAST = ["--epochs", "2", "--no-progress", "--batch-size", "64"]
@@ -47,6 +47,24 @@ def test_train_writes_a_traceable_run_folder(teacher_run):
     model, _ = load_run_model(teacher_run)
     assert set(load_file(teacher_run / "model.safetensors")) == set(model.state_dict())
     assert evaluate(model, load_dataset("digits").test)["errors"] == metrics["test"]["errors"]
+
+
+def test_train_on_part_of_the_training_set(tmp_path, capsys):
+    """`train --fraction/--drop-classes`: a hard-label baseline on the student's own data."""
+    out = tmp_path / "small"
+    argv = ["train", "--model", "mlp:16", "--fraction", "0.3", "--drop-classes", "3"]
+    assert main([*argv, "--out", str(out), *FAST]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert (config["train_fraction"], config["drop_classes"]) == (0.3, [3])
+    spec = RunSpec(model="mlp:16", train_fraction=0.3, drop_classes=[3])
+    train = load_dataset("digits").train
+    expected = transfer_split(train, spec)
+    assert 3 not in expected.labels.tolist()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["transfer_set_size"] == len(expected) < 0.3 * len(train)
+    refused = tmp_path / "refused"
+    _one_line_error(capsys, ["train", "--fraction", "1.5", "--out", str(refused)], "--fraction")
+    assert not refused.exists()
 
 
 def test_distill_and_evaluate_with_bias_shift(teacher_run, tmp_path, capsys):

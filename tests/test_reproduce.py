@@ -62,6 +62,21 @@ def test_paper_teacher_is_the_plain_train_command(tmp_path: Path) -> None:
     assert common.differences(asdict(command), asdict(planned)) == []
 
 
+def test_the_small_data_baseline_is_the_plain_train_command(tmp_path: Path) -> None:
+    """Experiment 6's hard-label student on 3% of the data is `kdistill train --fraction`."""
+    from kdistill.cli import _train_config, build_parser
+
+    args = build_parser().parse_args(
+        "train --dataset mnist --model mlp:800x800 --fraction 0.03 --epochs 200 --lr 0.1 "
+        "--grad-clip 1 --bf16 --seed 1".split()
+    )
+    command = RunSpec(
+        model=args.model, dataset="mnist", train=_train_config(args), train_fraction=args.fraction
+    )
+    planned = h.plan(h.PROFILES["paper"], tmp_path, seeds=2).runs[h.small_key("hard", 1)]
+    assert common.differences(asdict(command), asdict(planned)) == []
+
+
 def test_a_finished_run_with_another_config_is_refused(tmp_path: Path) -> None:
     spec = RunSpec(model="mlp:8", dataset="digits")
     (tmp_path / "config.json").write_text(json.dumps({"kind": "train", **asdict(spec)}))
