@@ -41,6 +41,42 @@ def atomic_write(path: str | Path, payload: bytes) -> None:
         raise
 
 
+class FolderLock:
+    """An exclusive lock on a run folder, held while one process writes the run into it.
+
+    Two processes writing one run (say a resume started twice) would interleave checkpoints
+    and histories; the second is refused instead. The lock is ``flock`` on the folder itself,
+    so nothing is written for it, and the kernel releases it when its process dies (a killed
+    run never leaves a stale lock). Where ``fcntl`` is missing (Windows) it locks nothing.
+    """
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self._fd: int | None = None
+
+    def __enter__(self) -> FolderLock:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not on POSIX
+            return self
+        fd = os.open(self.folder, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise KDistillError(
+                f"another process is writing a run into {self.folder}: wait for it to end "
+                "(or stop it), then resume; or choose another --out"
+            ) from None
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the lock
+            self._fd = None
+
+
 def current_umask() -> int:
     """The process's umask (read without changing it where /proc allows)."""
     try:

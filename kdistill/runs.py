@@ -8,6 +8,7 @@ per-class errors, confusion matrix, cost) and ``model.safetensors``; all written
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import io
@@ -31,6 +32,7 @@ from torch import nn
 import kdistill
 from kdistill import distributed
 from kdistill.checkpoint import (
+    FolderLock,
     atomic_write_json,
     atomic_write_text,
     check_folder_path,
@@ -247,24 +249,24 @@ def execute(
     model = build_model(spec.model, dataset.input_shape, dataset.num_classes)
     teachers, teacher_logits = _load_teachers(spec, dataset, teacher_logits, trust_code)
     config = _run_config(spec, dataset, distilling, hashes, teacher_logits)
-    created = _start_or_resume_folder(out, config, spec, teacher_logits, resume, argv)
-
-    result = _fit_logged(
-        model,
-        transfer_set,
-        spec,
-        dataset.test,
-        out,
-        teachers=teachers,
-        teacher_logits=teacher_logits,
-        resume=resume,
-        progress=progress,
-        tensorboard=tensorboard and is_main,
-        created=created,
-    )
-    metrics = _evaluate_run(model, transfer_set, dataset.test, spec, result)
-    if is_main:
-        _write_results(out, model, result.history, metrics, spec, dataset, teachers)
+    with contextlib.ExitStack() as held:  # the folder's lock, from its start to the results
+        created = _start_or_resume_folder(out, config, spec, teacher_logits, resume, argv, held)
+        result = _fit_logged(
+            model,
+            transfer_set,
+            spec,
+            dataset.test,
+            out,
+            teachers=teachers,
+            teacher_logits=teacher_logits,
+            resume=resume,
+            progress=progress,
+            tensorboard=tensorboard and is_main,
+            created=created,
+        )
+        metrics = _evaluate_run(model, transfer_set, dataset.test, spec, result)
+        if is_main:
+            _write_results(out, model, result.history, metrics, spec, dataset, teachers)
     return metrics
 
 
@@ -343,15 +345,17 @@ def _start_or_resume_folder(
     teacher_logits: torch.Tensor | TeacherLogitsFile | None,
     resume: bool,
     argv: list[str] | None,
+    held: contextlib.ExitStack,
 ) -> bool | None:
-    """On rank 0, start the run folder (or add this invocation to a resumed one).
+    """On rank 0, start and lock the run folder (or add this invocation to a resumed one).
 
     A resume refuses a teacher-logits file other than the one the run started with. Returns
     whether the folder was new (rank 0's answer, on every rank).
     """
     if isinstance(teacher_logits, TeacherLogitsFile):  # resume refuses another file
         distributed.on_main(lambda: check_same_logits_file(out, teacher_logits, resume))
-    return distributed.on_main(lambda: _start_folder(out, config, resume, spec.train.seed, argv))
+    seed = spec.train.seed
+    return distributed.on_main(lambda: _start_folder(out, config, resume, seed, argv, held))
 
 
 def _fit_logged(
@@ -481,13 +485,28 @@ def run_or_resume(
     return metrics, "resumed" if resume else "new"
 
 
-def _start_folder(out: Path, config: dict, resume: bool, seed: int, argv: list[str] | None) -> bool:
-    """Create the run folder with config.json and meta.json; return whether it was new.
+def _start_folder(
+    out: Path,
+    config: dict,
+    resume: bool,
+    seed: int,
+    argv: list[str] | None,
+    held: contextlib.ExitStack,
+) -> bool:
+    """Create and lock the run folder, then write config.json and meta.json; return whether
+    the folder was new.
 
-    The folder was accepted before (:func:`accept_folder`). meta.json records every invocation
-    of the run (the first one's fields also at its top level), so a resume adds to it.
+    The folder was accepted before (:func:`accept_folder`); its lock (:class:`FolderLock`,
+    entered on ``held``, so it lasts the whole run) refuses a second process, and one that
+    took and finished the run in the meantime is refused here. meta.json records every
+    invocation of the run (the first one's fields also at its top level), so a resume adds to it.
     """
     created = make_folder(out)
+    held.enter_context(FolderLock(out))
+    if is_complete(out) or (not resume and has_checkpoint(out)):
+        raise KDistillError(
+            f"another process wrote a run into {out} meanwhile; choose another --out"
+        )
     invocations = []
     if resume:
         invocations = read_invocations(out)

@@ -105,6 +105,33 @@ def test_sigkill_mid_epoch_then_resume_is_bitwise_equal(
     assert _without_timings(resumed) == _without_timings(unbroken)
 
 
+def test_a_second_process_on_a_run_in_progress_is_refused(tmp_path: Path, capsys) -> None:
+    """While a run trains, a resume of its folder by another process is refused with one line
+    and writes nothing; once the first process is dead (SIGKILL), the resume goes ahead."""
+    out, marker = tmp_path / "run", tmp_path / "paused"
+    command = _command(out, ["train", "--model", "pausing_models:pausing_mlp,hidden=24"])
+    step = STEPS_PER_EPOCH + 2  # after the first checkpoint
+    env = _env(KDISTILL_TEST_PAUSE_AT_STEP=str(step), KDISTILL_TEST_PAUSE_MARKER=str(marker))
+    first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 300
+        while not marker.exists():
+            assert first.poll() is None, first.communicate()[1].decode()
+            assert time.monotonic() < deadline, "the run never reached the pause step"
+            time.sleep(0.05)
+        before = {path.name: path.read_bytes() for path in out.iterdir()}
+        assert main(command[3:] + ["--resume"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "another process is writing a run into" in err
+        assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.communicate()
+    _run(command + ["--resume"], _env())
+    assert (out / "metrics.json").is_file()
+    assert len(json.loads((out / "meta.json").read_text())["invocations"]) == 2
+
+
 def test_resume_without_checkpoint_is_one_line_error(tmp_path: Path, capsys) -> None:
     status = main(["train", "--model", "mlp:8", "--epochs", "1", "--resume", "--no-progress",
                    "--out", str(tmp_path / "nothing")])  # fmt: skip
