@@ -266,6 +266,13 @@ def _add_reproduce_command(commands) -> None:
         help="run and report only this experiment (repeatable), with the runs its rows are "
         "compared with; the names are in --list (default: all)",
     )
+    reproduce.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="runs made at a time, each in its own process with an equal share of the threads "
+        "(default 1); a run starts once its teachers are finished",
+    )
     reproduce.add_argument("--no-progress", action="store_true", help="no progress bars")
     reproduce.set_defaults(handler=_cmd_reproduce)
 
@@ -892,6 +899,8 @@ def _cmd_reproduce(args: argparse.Namespace, argv: list[str]) -> int:
     paper = reproduction(args.paper)
     paper.profile(args.profile)  # an unknown profile or experiment, before any folder is made
     paper.check_experiments(args.experiment)
+    if args.jobs < 1:
+        raise KDistillError(f"--jobs must be >= 1, got {args.jobs}")
     out = Path(args.out or f"runs/{args.paper}-{args.profile}")
     check_folder_path(out)
     common.reproduce(
@@ -904,6 +913,7 @@ def _cmd_reproduce(args: argparse.Namespace, argv: list[str]) -> int:
         argv=["kdistill", *argv],
         teacher_run=args.teacher_run,
         experiments=args.experiment,
+        jobs=args.jobs,
     )
     return 0
 

@@ -32,6 +32,7 @@ from typing import Any
 from kdistill.checkpoint import atomic_write, atomic_write_json, atomic_write_text, has_checkpoint
 from kdistill.compat import config_differences, describe_differences
 from kdistill.errors import KDistillError
+from kdistill.experiments.jobs import finished_line, run_in_parallel
 from kdistill.reports import format_table
 from kdistill.runs import RunSpec, environment, is_complete, run_or_resume
 
@@ -180,6 +181,7 @@ def reproduce(
     argv: Sequence[str] | None = None,
     teacher_run: str | Path | None = None,
     experiments: Sequence[str] = (),
+    jobs: int = 1,
 ) -> list[dict]:
     """Run (or continue) the reproduction into ``out`` and write its report there.
 
@@ -187,10 +189,12 @@ def reproduce(
     (default: printed at once). ``teacher_run``: a finished run of the profile's teacher, copied
     into ``out`` (when it has no teacher yet) instead of training one. ``experiments``: run and
     report only these of the paper's experiments (and those they are compared with); all if
-    empty.
+    empty. ``jobs``: runs made at a time, each in a worker process (:mod:`.jobs`).
     """
     log = log or functools.partial(print, flush=True)
     reproduction.check_experiments(experiments)
+    if not (isinstance(jobs, int) and jobs >= 1):
+        raise KDistillError(f"--jobs must be a whole number >= 1, got {jobs}")
     if isinstance(profile, str):
         profile = reproduction.profile(profile)
     out = Path(out)
@@ -202,12 +206,12 @@ def reproduce(
     if teacher_run is not None:
         reuse_teacher_run(reproduction, the_plan, out, Path(teacher_run))
     argv = list(argv if argv is not None else ["kdistill", *sys.argv[1:]])
-    run_plan(the_plan, out, progress=progress, log=log, argv=argv)
+    run_plan(the_plan, out, progress=progress, log=log, argv=argv, jobs=jobs)
     if reproduction.choose is not None:  # the second stage: runs that rest on a choice
         first = set(the_plan.runs)
         choices = reproduction.choose(the_plan, out)
         the_plan = reproduction.plan(profile, out, data_dir, seeds, choices=choices, **chosen)
-        run_plan(the_plan, out, progress=progress, log=log, argv=argv, skip=first)
+        run_plan(the_plan, out, progress=progress, log=log, argv=argv, skip=first, jobs=jobs)
     rows = reproduction.results(the_plan, out)
     seconds = time.perf_counter() - started
     write_report(reproduction, the_plan, out, rows, argv=argv, seconds=seconds)
@@ -231,25 +235,25 @@ def run_plan(
     log: Callable[[str], None],
     argv: list[str],
     skip: set[str] | frozenset[str] = frozenset(),
+    jobs: int = 1,
 ) -> None:
-    """Make every run of the plan in order (but those of ``skip``: already made), logging one
-    line per run."""
+    """Make every run of the plan (but those of ``skip``: already made), logging one line per
+    run: in plan order, or ``jobs`` at a time in worker processes (:mod:`.jobs`)."""
     total = len(the_plan.runs)
-    for number, (key, spec) in enumerate(the_plan.runs.items(), 1):
-        if key in skip:
-            continue
+    todo = [
+        (number, key, spec)
+        for number, (key, spec) in enumerate(the_plan.runs.items(), 1)
+        if key not in skip
+    ]
+    if jobs > 1:
+        run_in_parallel(todo, out, jobs, total=total, log=log, argv=argv, same_run=check_same_run)
+        return
+    for number, key, spec in todo:
         started = time.perf_counter()
-        _, state = run_or_resume(
+        metrics, state = run_or_resume(
             spec, out / key, same_run=check_same_run, progress=progress, argv=argv
         )
-        took = f"{time.perf_counter() - started:.0f} s"
-        how = {"done": "already done", "resumed": f"resumed, {took}", "new": took}[state]
-        metrics = read_metrics(out / key)
-        test = metrics["test"]
-        log(
-            f"[{number}/{total}] {key}: {test['errors']} test errors of {test['examples']} "
-            f"({metrics['epochs_run']} epochs, {how})"
-        )
+        log(finished_line(number, total, key, metrics, state, time.perf_counter() - started))
 
 
 # --------------------------------------------------------------------------- result rows

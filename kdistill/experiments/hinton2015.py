@@ -928,7 +928,8 @@ def reproduce(
     """Run (or continue) this reproduction into ``out`` and write its report there.
 
     ``profile`` is a name of :data:`PROFILES` or a :class:`Profile`; ``options`` (``progress``,
-    ``log``, ``argv``, ``teacher_run``) as in :func:`kdistill.experiments.common.reproduce`.
+    ``log``, ``argv``, ``teacher_run``, ``experiments``, ``jobs``) as in
+    :func:`kdistill.experiments.common.reproduce`.
     Returns the result rows (as in ``results.json``).
     """
     return common.reproduce(REPRODUCTION, profile, out, data_dir, seeds, **options)

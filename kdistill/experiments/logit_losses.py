@@ -515,7 +515,7 @@ def reproduce(
 ) -> list[dict]:
     """Run (or continue) this comparison into ``out`` and write its report there.
 
-    ``options`` (``progress``, ``log``, ``argv``, ``teacher_run``) as in
+    ``options`` (``progress``, ``log``, ``argv``, ``teacher_run``, ``experiments``, ``jobs``) as in
     :func:`kdistill.experiments.common.reproduce`. Returns the result rows.
     """
     return common.reproduce(REPRODUCTION, profile, out, data_dir, seeds, **options)

@@ -1,0 +1,77 @@
+"""`reproduce --jobs`: runs of a plan made side by side in worker processes end as they would one
+at a time, a student waits for its teacher, and a failed run stops the others with its error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from kdistill.cli import main
+from kdistill.errors import KDistillError
+from kdistill.experiments.common import Plan, run_plan
+from kdistill.runs import RunSpec
+from kdistill.train import TrainConfig
+
+FAST = {"epochs": 3, "batch_size": 64, "lr": 0.05}
+
+
+def _plan(out: Path, student: dict | None = None) -> Plan:
+    """A teacher, a student distilled from it, a student alone (on the bundled digits)."""
+    plan = Plan(profile=None, seeds=1)
+    plan.add("teacher", RunSpec(model="mlp:48", train=TrainConfig(**FAST)))
+    distill = TrainConfig(**FAST, loss_args={"temperature": 4.0, "alpha": 0.7})
+    plan.add(
+        "distilled",
+        RunSpec(model="mlp:16", teachers=[str(out / "teacher")], train=distill, **(student or {})),
+    )
+    plan.add("alone", RunSpec(model="mlp:16", train=TrainConfig(**FAST, seed=1)))
+    return plan
+
+
+def _made(out: Path, key: str) -> tuple[bytes, list[str]]:
+    """A run's weights and its history without the timing column."""
+    lines = (out / key / "history.csv").read_text().splitlines()
+    seconds = lines[0].split(",").index("seconds")
+    history = [",".join(v for i, v in enumerate(line.split(",")) if i != seconds) for line in lines]
+    return (out / key / "model.safetensors").read_bytes(), history
+
+
+def test_runs_made_two_at_a_time_equal_those_made_one_at_a_time(tmp_path: Path) -> None:
+    assert torch.get_num_threads() == 1  # tests/conftest.py: so each job has one thread too
+    one, two = tmp_path / "one", tmp_path / "two"
+    run_plan(_plan(one), one, progress=False, log=lambda line: None, argv=["test"])
+    lines: list[str] = []
+    run_plan(_plan(two), two, progress=False, log=lines.append, argv=["test"], jobs=2)
+    for key in ("teacher", "distilled", "alone"):
+        assert _made(two, key) == _made(one, key)
+    # the teacher and the student alone start together; the distilled one after the teacher
+    assert lines[:2] == [
+        "[1/3] teacher: started (1 thread(s))",
+        "[3/3] alone: started (1 thread(s))",
+    ]
+    teacher_done = lines.index(
+        next(line for line in lines if "teacher: " in line and "errors" in line)
+    )
+    assert lines.index("[2/3] distilled: started (1 thread(s))") > teacher_done > 1
+    assert sum("test errors of 500" in line for line in lines) == 3
+    # a second call finds every run done and starts none
+    again: list[str] = []
+    run_plan(_plan(two), two, progress=False, log=again.append, argv=["test"], jobs=2)
+    assert len(again) == 3 and all(line.endswith("already done)") for line in again)
+
+
+def test_a_failed_run_stops_the_others_with_its_error(tmp_path: Path) -> None:
+    plan = _plan(tmp_path, student={"drop_classes": [42]})  # refused once the data are loaded
+    with pytest.raises(KDistillError, match="--drop-classes 42: no such class"):
+        run_plan(plan, tmp_path, progress=False, log=lambda line: None, argv=["test"], jobs=2)
+    assert not (tmp_path / "distilled").exists()
+
+
+def test_jobs_below_one_is_a_one_line_error(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "r"
+    assert main(["reproduce", "hinton2015", "--jobs", "0", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--jobs must be >= 1, got 0" in err
+    assert not out.exists()
