@@ -119,6 +119,7 @@ def _row(dataset: str, kind: str, name: str, measured: float, std: float | None)
 )
 def test_the_verdict_is_read_from_the_numbers(std: float | None, said: str) -> None:
     rows = [
+        _row("mnist", "test", "teacher mlp:64x64", 60, None),
         _row("mnist", "test", "student mlp:32x32 alone", 120, std),
         _row("mnist", "loss", "tv", 110, std),
         _row("mnist", "loss", "dkd", 100, std),  # the winner, whatever its place in the rows
@@ -129,8 +130,13 @@ def test_the_verdict_is_read_from_the_numbers(std: float | None, said: str) -> N
     assert "10 fewer than the runner-up `tv` (110)" in sentence
     assert said in sentence
     assert "no loss beats the student alone" not in sentence
-    rows[0]["measured"] = 100  # the student alone as good as the best loss
+    assert "no gap to close" not in sentence
+    rows[1]["measured"] = 100  # the student alone as good as the best loss
     assert "no loss beats the student alone" in ll.verdict_sentence(rows, "mnist")
+    rows[0]["measured"] = 130  # a teacher worse than the student alone
+    assert "the teacher (130) is no better than the student alone, so there is no gap to close" in (
+        ll.verdict_sentence(rows, "mnist")
+    )
 
 
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, capsys) -> None:
@@ -202,7 +208,8 @@ def test_quick_results_are_those_of_the_run_records(quick: tuple[Path, list[str]
             row = tests[grid.loss]
             errors = _metrics(out, key)["test"]["errors"]
             assert row["measured"] == errors and row["values"] == [errors]
-            assert row["gap_closed"] == round(100 * (alone - errors) / (alone - teacher), 1)
+            closed = round(100 * (alone - errors) / (alone - teacher), 1)
+            assert row["gap_closed"] == (closed if teacher < alone else None)
             says = predict_logits(load_run_model(out / key)[0], data.test.images).argmax(1)
             agree = 100 * float((says == teacher_says).float().mean())
             assert row["agreement"] == round(agree, 2)

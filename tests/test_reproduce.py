@@ -154,6 +154,8 @@ def test_result_rows_say_how_far_from_the_paper() -> None:
     assert (row["measured"], row["std"], row["seeds"]) == (124.0, 4.0, 3)
     assert row["gap_closed"] == round(100 * (137 - 124) / (137 - 96), 1)
     assert common.verdict(row) == "WORSE than the paper"
+    # a teacher no better than the student alone leaves no gap (not a negative share)
+    assert common.gap_closed(90, (100, 110)) is None and common.gap_closed(90, (100, 100)) is None
     assert common.verdict({**row, "measured": 74.0}) == "matches or beats the paper"
     higher = common.result_row("5.", "kept", 86.4, [90.0], "%", "60", "higher")
     assert higher["std"] is None and higher["gap_closed"] is None

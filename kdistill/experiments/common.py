@@ -342,8 +342,10 @@ def result_row(
 
 def gap_closed(measured: float, gap: tuple[float, float] | None) -> float | None:
     """The share (%) of the gap from ``gap[0]`` (student alone) to ``gap[1]`` (teacher) that
-    ``measured`` closed; None without a gap."""
-    if gap is None or gap[0] == gap[1]:
+    ``measured`` closed, in errors (lower is better); None without a gap, and None where the
+    teacher is no better than the student alone: there is then no gap to close, and a ratio
+    with a negative denominator would turn a better student into a negative share."""
+    if gap is None or gap[1] >= gap[0]:
         return None
     start, goal = gap
     return round(100 * (start - measured) / (start - goal), 1)

@@ -434,6 +434,17 @@ def verdict_sentence(rows: list[dict], dataset: str) -> str:
         said += f", {lead:g} fewer than the runner-up `{runner['row']}` ({runner['measured']:g})"
     if best["measured"] >= alone["measured"]:
         said += "; no loss beats the student alone"
+    teacher = next(
+        r
+        for r in rows
+        if r["kind"] == "test" and r["dataset"] == dataset and r["row"].startswith("teacher ")
+    )
+    if teacher["measured"] >= alone["measured"]:
+        said += (
+            f"; the teacher ({teacher['measured']:g}) is no better than the student alone, so "
+            "there is no gap to close: here the losses compare as regularisers, not as a "
+            "transfer from a better model"
+        )
     if len(losses) == 1:
         return said + "."
     stds = [row["std"] for row in losses if row["std"] is not None]
