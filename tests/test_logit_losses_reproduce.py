@@ -133,6 +133,7 @@ def test_the_verdict_is_read_from_the_numbers(std: float | None, said: str) -> N
     assert "no gap to close" not in sentence
     rows[1]["measured"] = 100  # the student alone as good as the best loss
     assert "no loss beats the student alone" in ll.verdict_sentence(rows, "mnist")
+    assert (ll.mean_errors(86 + 1 / 3), ll.mean_errors(90.0)) == ("86.3", "90")
     rows[0]["measured"] = 130  # a teacher worse than the student alone
     assert "the teacher (130) is no better than the student alone, so there is no gap to close" in (
         ll.verdict_sentence(rows, "mnist")
@@ -254,7 +255,7 @@ def test_quick_report_says_what_the_numbers_say(quick: tuple[Path, list[str]]) -
         losses = [r for r in records if r.get("kind") == "loss" and r["dataset"] == dataset]
         best = min(losses, key=lambda r: r["measured"])
         line = f"- {dataset}: `{best['row']}` ({best['setting']}) has the fewest test errors, "
-        assert line + f"{best['measured']:g}" in report
+        assert line + ll.mean_errors(best["measured"]) in report
         assert "with one seed there is no seed-to-seed std" in report
         for row in losses:
             table = report.split(f"## test errors ({dataset})\n", 1)[1].split("\n## ", 1)[0]
@@ -263,7 +264,7 @@ def test_quick_report_says_what_the_numbers_say(quick: tuple[Path, list[str]]) -
                 for line in table.splitlines()
                 if line.startswith(f"| {row['row']} ")
             ]
-            assert cells[1:3] == [row["setting"], f"{row['measured']:g}"]
+            assert cells[1:3] == [row["setting"], ll.mean_errors(row["measured"])]
             assert cells[6] == f"{row['agreement']:.2f}%"
 
 
