@@ -138,7 +138,8 @@ class TrainConfig:
 
 @dataclass
 class FitResult:
-    """What a finished ``fit`` returns: one history row per epoch and the final evaluation."""
+    """What a finished ``fit`` returns: one history row per epoch and the final evaluation;
+    ``seconds``: the time fit spent, summed over every invocation of a resumed run."""
 
     history: list[dict] = field(default_factory=list)
     best_epoch: int | None = None
@@ -224,11 +225,11 @@ def fit(
     run = _prepare(model, train, config, objective, teacher, teacher_logits, val)
     result = FitResult()
     loop = _start(run, result, checkpoint_dir, resume)
-    started = time.perf_counter()
+    loop.started = time.perf_counter()
     _train_epochs(run, loop, result, test, checkpoint_dir, on_epoch, progress)
     if loop.best_state is not None and config.patience is not None:
         model.load_state_dict(loop.best_state)
-    result.seconds = time.perf_counter() - started
+    result.seconds = loop.seconds()
     return result
 
 
@@ -240,6 +241,14 @@ class _Loop:
     best_val: float = math.inf
     bad_epochs: int = 0
     best_state: dict | None = None  # weights at the best validation error
+    # seconds of fit before this invocation (up to the checkpoint it resumed), and when this
+    # invocation's epochs started: a resumed run's time is that of all its invocations
+    seconds_before: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+
+    def seconds(self) -> float:
+        """Seconds of fit so far, over every invocation of the run."""
+        return self.seconds_before + time.perf_counter() - self.started
 
 
 @dataclass
@@ -543,6 +552,7 @@ def _checkpoint_state(run: _Run, loop: _Loop, result: FitResult) -> dict:
         "best_epoch": result.best_epoch,
         "best_model": loop.best_state,
         "world_size": run.ctx.world_size,
+        "seconds": loop.seconds(),
     }
 
 
@@ -579,7 +589,13 @@ def _restore(checkpoint_dir: str | Path | None, run: _Run, result: FitResult) ->
     if device.type == "cuda":
         torch.cuda.set_rng_state(state["rng_cuda"].cpu(), device)
     result.history, result.best_epoch = state["history"], state["best_epoch"]
-    return _Loop(state["epoch"], state["best_val"], state["bad_epochs"], state["best_model"])
+    return _Loop(
+        state["epoch"],
+        state["best_val"],
+        state["bad_epochs"],
+        state["best_model"],
+        seconds_before=state.get("seconds", 0.0),  # not recorded before 2026-11-27
+    )
 
 
 def _check_models(

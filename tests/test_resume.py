@@ -231,3 +231,16 @@ def test_leftover_temp_files_are_ignored_and_cleaned(tmp_path: Path) -> None:
     _assert_equal_weights(_fit(tmp_path, resume=True), _fit(tmp_path / "unbroken"))
     assert load_checkpoint(tmp_path)["epoch"] == 3
     assert not junk.exists()
+
+
+def test_a_resumed_run_counts_the_seconds_of_every_invocation(tmp_path: Path) -> None:
+    """FitResult.seconds (a run's train_seconds) covers the epochs before the kill as well."""
+    _fit_two_epochs(tmp_path)
+    before = load_checkpoint(tmp_path)["seconds"]
+    epoch_seconds = [row["seconds"] for row in load_checkpoint(tmp_path)["history"]]
+    assert before >= sum(epoch_seconds) > 0
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(36, 16), nn.Dropout(0.3), nn.Linear(16, 4))
+    config = TrainConfig(epochs=3, batch_size=64, lr=0.1, device="cpu")
+    result = fit(model, make_split(), config, checkpoint_dir=tmp_path, resume=True, progress=False)
+    assert result.seconds >= before + result.history[2]["seconds"]
