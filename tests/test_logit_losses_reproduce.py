@@ -277,3 +277,47 @@ def test_a_finished_comparison_is_not_run_again(quick: tuple[Path, list[str]]) -
     runs = [line for line in lines if line.startswith("[")]
     assert len(runs) == 52 and all("already done" in line for line in runs)
     assert json.loads((out / "results.json").read_text()) == before
+
+
+def test_the_committed_paper_run_is_this_plan_and_its_figures_its_records() -> None:
+    """docs/results/logit-losses-paper: every committed run is the paper plan's (with the
+    choices its meta.json records), and every test-set figure of results.json but agreement
+    (which needs weights) is its run records': errors per seed, mean, std, gap closed,
+    seconds per epoch, the chosen setting; the report's verdicts are those of these rows."""
+    root = Path(__file__).resolve().parent.parent / "docs" / "results" / "logit-losses-paper"
+    meta = json.loads((root / "meta.json").read_text())
+    profile = ll.PROFILES["paper"]
+    the_plan = ll.plan(profile, root / "runs", seeds=3, choices=meta["choices"])
+    made = (root / "runs").glob("**/metrics.json")
+    assert sorted(the_plan.runs) == sorted(str(p.parent.relative_to(root / "runs")) for p in made)
+    for key, spec in the_plan.runs.items():
+        common.check_same_run(root / "runs" / key, spec)
+    runs = common.FinishedRuns(the_plan, root / "runs")
+    records = json.loads((root / "results.json").read_text())
+    report = (root / "REPORT.md").read_text()
+    for dataset in profile.datasets:
+        rows = {
+            r["row"]: r
+            for r in records
+            if r.get("kind") in ("test", "loss") and r["dataset"] == dataset
+        }
+        teacher = runs.test_errors([ll.teacher_key(dataset)])
+        alone = runs.test_errors([ll.alone_key(dataset, s) for s in range(3)])
+        alone_row = common.result_row("", "", None, alone.values, ll.ERRORS, alone.epochs)
+        assert rows[f"student {profile.student_model} alone"]["values"] == alone.values
+        gap = (alone_row["measured"], teacher.mean)
+        for grid in profile.grids:
+            keys = [ll.final_key(dataset, grid.loss, s) for s in range(3)]
+            measured = runs.test_errors(keys)
+            expected = common.result_row(
+                "", "", None, measured.values, ll.ERRORS, measured.epochs, gap=gap
+            )
+            row = rows[grid.loss]
+            assert row["values"] == measured.values
+            assert [row[k] for k in ("measured", "std", "gap_closed")] == [
+                expected[k] for k in ("measured", "std", "gap_closed")
+            ]
+            assert row["seconds_per_epoch"] == round(ll.seconds_per_epoch(root / "runs", keys), 3)
+            assert row["setting"] == meta["choices"][dataset][grid.loss]["label"]
+        assert ll.verdict_sentence(records, dataset) in report
+    assert teacher.values == [998] and alone.values == [967, 977, 985]  # fashion-mnist
