@@ -482,19 +482,21 @@ def _percent(value: float | None) -> str:
 
 
 def plots(the_plan: Plan, out: Path) -> list[str]:
-    """``test_errors.png``: each loss's mean test errors with std error bars, one panel per
-    dataset, the teacher and the student alone as lines."""
+    """``test_errors.png``: each loss's mean test errors with std error bars and every seed's
+    errors as a dot, one panel per dataset, the teacher and the student alone as lines. The
+    axis spans the data, not zero to them: the losses differ by tens of errors out of a
+    thousand, which bars from zero would hide."""
     runs = FinishedRuns(the_plan, out)
     datasets = the_plan.profile.datasets
     fig, axes = pyplot().subplots(1, len(datasets), figsize=(6 * len(datasets), 4.5), squeeze=False)
     for ax, dataset in zip(axes[0], datasets, strict=True):
-        names, means, stds = [], [], []
-        for grid in the_plan.profile.grids:
+        names = []
+        for x, grid in enumerate(the_plan.profile.grids):
             values = runs.test_errors([final_key(dataset, grid.loss, s) for s in runs.seeds]).values
             names.append(f"{grid.loss} {chosen(the_plan.choices, dataset, grid)['label']}")
-            means.append(statistics.fmean(values))
-            stds.append(statistics.stdev(values) if len(values) > 1 else 0.0)
-        ax.bar(range(len(names)), means, yerr=stds, capsize=4, color="tab:blue")
+            std = statistics.stdev(values) if len(values) > 1 else 0.0
+            ax.errorbar(x, statistics.fmean(values), yerr=std, fmt="o", capsize=4, color="tab:blue")
+            ax.scatter([x + 0.15] * len(values), values, s=10, color="tab:gray", zorder=3)
         teacher = runs.test_errors([teacher_key(dataset)]).mean
         alone = runs.test_errors([alone_key(dataset, s) for s in runs.seeds]).mean
         ax.axhline(teacher, color="tab:green", linestyle="--", label="teacher")
@@ -502,9 +504,11 @@ def plots(the_plan: Plan, out: Path) -> list[str]:
         ax.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=8)
         ax.set(ylabel="test errors / 10,000", title=dataset)
         ax.grid(alpha=0.3, axis="y")
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="best")
     seeds = f"{the_plan.seeds} seed" + ("s" if the_plan.seeds > 1 else "")
-    fig.suptitle(f"Each loss at its held-out setting, same student (mean +- std over {seeds})")
+    fig.suptitle(
+        f"Each loss at its held-out setting, same student (mean +- std over {seeds}; dots: seeds)"
+    )
     save_figure(fig, out / "test_errors.png")
     return ["test_errors.png"]
 
