@@ -497,13 +497,14 @@ def _start_folder(
     the folder was new.
 
     The folder was accepted before (:func:`accept_folder`); its lock (:class:`FolderLock`,
-    entered on ``held``, so it lasts the whole run) refuses a second process, and one that
-    took and finished the run in the meantime is refused here. meta.json records every
+    entered on ``held``, so it lasts the whole run) refuses a second process, and a new run
+    into a folder where another process started one in the meantime is refused here (a resume
+    may go on: a finished run that kept its checkpoint can be resumed). meta.json records every
     invocation of the run (the first one's fields also at its top level), so a resume adds to it.
     """
     created = make_folder(out)
     held.enter_context(FolderLock(out))
-    if is_complete(out) or (not resume and has_checkpoint(out)):
+    if not resume and (is_complete(out) or has_checkpoint(out)):
         raise KDistillError(
             f"another process wrote a run into {out} meanwhile; choose another --out"
         )
