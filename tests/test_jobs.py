@@ -3,6 +3,9 @@ at a time, a student waits for its teacher, and a failed run stops the others wi
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -75,3 +78,23 @@ def test_jobs_below_one_is_a_one_line_error(tmp_path: Path, capsys) -> None:
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--jobs must be >= 1, got 0" in err
     assert not out.exists()
+
+
+def test_a_script_without_a_main_guard_gets_an_error_not_a_hang(tmp_path: Path) -> None:
+    """Spawned workers import the calling script again; unguarded, they die at start, and the
+    call ends with a one-line error instead of respawning them forever."""
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "from pathlib import Path\n"
+        "from kdistill.experiments.common import run_plan\n"
+        "from tests.test_jobs import _plan\n"
+        f"out = Path({str(tmp_path / 'out')!r})\n"
+        "run_plan(_plan(out), out, progress=False, log=print, argv=['t'], jobs=2)\n"
+    )
+    repo = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    done = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode != 0
+    assert "KDistillError: a worker process of --jobs died" in done.stderr

@@ -15,13 +15,15 @@ number of threads; ``meta.json`` records ``torch_threads``.
 from __future__ import annotations
 
 import multiprocessing
-import queue
 import time
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import torch
 
+from kdistill.errors import KDistillError
 from kdistill.runs import RunSpec, is_complete, run_or_resume
 
 # (number in the plan, key, spec) of each run still to make
@@ -55,34 +57,51 @@ def run_in_parallel(
         metrics, state = run_or_resume(spec, out / key, same_run=same_run, argv=argv)
         log(finished_line(number, total, key, metrics, state, 0.0))
     threads = threads_per_job(jobs)
-    finished: queue.Queue = queue.Queue()
-    running: dict[str, int] = {}
+    running: dict[Future, tuple[int, str]] = {}
     context = multiprocessing.get_context("spawn")
-    # leaving the block terminates the pool: after an error, the runs still going stop there
-    # and resume from their last checkpoint next time
-    with context.Pool(jobs, initializer=torch.set_num_threads, initargs=(threads,)) as pool:
+    pool = ProcessPoolExecutor(
+        jobs, context, initializer=torch.set_num_threads, initargs=(threads,)
+    )
+    try:
         while pending or running:
-            for item in _ready(pending, running, out, jobs):
+            for item in _ready(pending, {key for _, key in running.values()}, out, jobs):
                 number, key, spec = item
                 pending.remove(item)
-                running[key] = number
                 log(f"[{number}/{total}] {key}: started ({threads} thread(s))")
-                pool.apply_async(
-                    _make_run,
-                    (spec, out / key, argv, same_run),
-                    callback=lambda result, key=key: finished.put((key, result, None)),
-                    error_callback=lambda error, key=key: finished.put((key, None, error)),
-                )
+                future = pool.submit(_make_run, spec, out / key, argv, same_run)
+                running[future] = (number, key)
             if not running:
                 raise AssertionError(f"runs wait for teachers never made: {pending}")
-            key, result, error = finished.get()
-            number = running.pop(key)
-            if error is not None:
-                raise error
-            log(finished_line(number, total, key, *result))
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                number, key = running.pop(future)
+                log(finished_line(number, total, key, *_result(future)))
+    finally:
+        _stop(pool)  # after an error, the runs still going stop and resume next time
 
 
-def _ready(pending: Pending, running: dict[str, int], out: Path, jobs: int) -> Pending:
+def _result(future: Future) -> tuple[dict, str, float]:
+    """A finished job's result, or its error (a worker that died: said how to avoid it)."""
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        raise KDistillError(
+            "a worker process of --jobs died (killed, out of memory, or started from a Python "
+            'script without `if __name__ == "__main__":` around the call: workers are spawned '
+            "and import the script again); the runs resume where they stopped"
+        ) from None
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Shut the pool down at once, killing the runs still going (each keeps its checkpoint)."""
+    processes = list(getattr(pool, "_processes", {}).values())  # the executor's own workers
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.kill()
+
+
+def _ready(pending: Pending, running: set[str], out: Path, jobs: int) -> Pending:
     """The pending runs that may start now, in plan order, as many as free jobs allow."""
     unfinished = {str(out / key) for _, key, _ in pending} | {str(out / key) for key in running}
     ready = [item for item in pending if not unfinished & set(map(str, item[2].teachers))]
