@@ -148,6 +148,16 @@ def _add_transfer_set_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _transfer_set(args: argparse.Namespace) -> dict:
+    """The RunSpec fields of :func:`_add_transfer_set_arguments`'s options."""
+    return {
+        "drop_classes": args.drop_classes,
+        "keep_classes": args.keep_classes,
+        "train_fraction": args.fraction,
+        "holdout_fraction": args.holdout_fraction,
+    }
+
+
 def _add_sweep_command(commands) -> None:
     """``kdistill sweep``: a student distilled for every combination of a loss's arguments."""
     sweep = commands.add_parser(
@@ -554,10 +564,7 @@ def _cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
         dataset=args.dataset,
         data_dir=args.data_dir,
         train=_train_config(args),
-        drop_classes=args.drop_classes,
-        keep_classes=args.keep_classes,
-        train_fraction=args.fraction,
-        holdout_fraction=args.holdout_fraction,
+        **_transfer_set(args),
     )
     spec.validate()
     model = _model_for_inputs(args, args.dataset)
@@ -575,12 +582,9 @@ def _cmd_distill(args: argparse.Namespace, argv: list[str]) -> int:
         data_dir=args.data_dir,
         teachers=args.teacher,
         train=_train_config(args, **_loss_settings(args)),
-        drop_classes=args.drop_classes,
-        keep_classes=args.keep_classes,
-        train_fraction=args.fraction,
         teacher_model=args.teacher_model,
-        holdout_fraction=args.holdout_fraction,
         teacher_logits=args.teacher_logits,
+        **_transfer_set(args),
     )
     spec.validate()
     model = _model_for_inputs(args, spec.dataset)
@@ -899,8 +903,6 @@ def _cmd_reproduce(args: argparse.Namespace, argv: list[str]) -> int:
     paper = reproduction(args.paper)
     paper.profile(args.profile)  # an unknown profile or experiment, before any folder is made
     paper.check_experiments(args.experiment)
-    if args.jobs < 1:
-        raise KDistillError(f"--jobs must be >= 1, got {args.jobs}")
     out = Path(args.out or f"runs/{args.paper}-{args.profile}")
     check_folder_path(out)
     common.reproduce(

@@ -194,7 +194,7 @@ def reproduce(
     log = log or functools.partial(print, flush=True)
     reproduction.check_experiments(experiments)
     if not (isinstance(jobs, int) and jobs >= 1):
-        raise KDistillError(f"--jobs must be a whole number >= 1, got {jobs}")
+        raise KDistillError(f"--jobs must be >= 1, got {jobs}")
     if isinstance(profile, str):
         profile = reproduction.profile(profile)
     out = Path(out)

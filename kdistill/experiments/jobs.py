@@ -62,22 +62,24 @@ def run_in_parallel(
     pool = ProcessPoolExecutor(
         jobs, context, initializer=torch.set_num_threads, initargs=(threads,)
     )
-    try:
-        while pending or running:
-            for item in _ready(pending, {key for _, key in running.values()}, out, jobs):
-                number, key, spec = item
-                pending.remove(item)
-                log(f"[{number}/{total}] {key}: started ({threads} thread(s))")
-                future = pool.submit(_make_run, spec, out / key, argv, same_run)
-                running[future] = (number, key)
-            if not running:
-                raise AssertionError(f"runs wait for teachers never made: {pending}")
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in done:
-                number, key = running.pop(future)
-                log(finished_line(number, total, key, *_result(future)))
-    finally:
-        _stop(pool)  # after an error, the runs still going stop and resume next time
+    with pool:  # leaving it waits for the workers to exit
+        try:
+            while pending or running:
+                for item in _ready(pending, {key for _, key in running.values()}, out, jobs):
+                    number, key, spec = item
+                    pending.remove(item)
+                    log(f"[{number}/{total}] {key}: started ({threads} thread(s))")
+                    future = pool.submit(_make_run, spec, out / key, argv, same_run)
+                    running[future] = (number, key)
+                if not running:
+                    raise AssertionError(f"runs wait for teachers never made: {pending}")
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    number, key = running.pop(future)
+                    log(finished_line(number, total, key, *_result(future)))
+        except BaseException:
+            _kill_workers(pool)  # the runs still going stop, and resume next time
+            raise
 
 
 def _result(future: Future) -> tuple[dict, str, float]:
@@ -92,9 +94,9 @@ def _result(future: Future) -> tuple[dict, str, float]:
         ) from None
 
 
-def _stop(pool: ProcessPoolExecutor) -> None:
-    """Shut the pool down at once, killing the runs still going (each keeps its checkpoint)."""
-    processes = list(getattr(pool, "_processes", {}).values())  # the executor's own workers
+def _kill_workers(pool: ProcessPoolExecutor) -> None:
+    """Cancel the runs not started and kill the workers (each run keeps its checkpoint)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # shutdown drops them
     pool.shutdown(wait=False, cancel_futures=True)
     for process in processes:
         if process.is_alive():

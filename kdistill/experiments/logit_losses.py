@@ -451,9 +451,8 @@ def verdict_sentence(rows: list[dict], dataset: str) -> str:
     if teacher["measured"] >= alone["measured"]:
         said += (
             f"; the teacher ({mean_errors(teacher['measured'])}) is no better than the student "
-            "alone, so "
-            "there is no gap to close: here the losses compare as regularisers, not as a "
-            "transfer from a better model"
+            "alone, so there is no gap to close: here the losses compare as regularisers, not "
+            "as a transfer from a better model"
         )
     if len(losses) == 1:
         return said + "."
