@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -98,3 +99,56 @@ def test_a_script_without_a_main_guard_gets_an_error_not_a_hang(tmp_path: Path) 
     )
     assert done.returncode != 0
     assert "KDistillError: a worker process of --jobs died" in done.stderr
+
+
+def test_workers_end_when_the_process_that_started_them_is_killed(tmp_path: Path) -> None:
+    """A SIGKILLed `reproduce --jobs` runs no clean-up: its workers must not train on, orphaned,
+    holding their runs' folder locks; each run keeps its checkpoint for the next call."""
+    marker = tmp_path / "paused"
+    script = tmp_path / "guarded.py"
+    script.write_text(
+        "from pathlib import Path\n"
+        "from kdistill.experiments.common import Plan, run_plan\n"
+        "from kdistill.runs import RunSpec\n"
+        "from kdistill.train import TrainConfig\n"
+        'if __name__ == "__main__":\n'
+        "    plan = Plan(profile=None, seeds=1)\n"
+        "    train = TrainConfig(epochs=2, batch_size=64)\n"
+        "    plan.add('paused', RunSpec(model='pausing_models:pausing_mlp', train=train))\n"
+        f"    out = Path({str(tmp_path / 'out')!r})\n"
+        "    run_plan(plan, out, progress=False, log=print, argv=['t'], jobs=2)\n"
+    )
+    repo = Path(__file__).resolve().parent.parent
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(repo), str(repo / "tests")]),
+        "KDISTILL_TEST_PAUSE_AT_STEP": "30",  # in the second epoch: after a checkpoint
+        "KDISTILL_TEST_PAUSE_MARKER": str(marker),
+    }
+    parent = subprocess.Popen([sys.executable, str(script)], env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists():  # the worker is asleep inside a training step
+            assert parent.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        children = subprocess.run(
+            ["pgrep", "-P", str(parent.pid)], capture_output=True, text=True
+        ).stdout.split()
+        assert children
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 20
+        while any(_alive(int(pid)) for pid in children) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_alive(int(pid)) for pid in children)
+    finally:
+        parent.kill()
+    assert (tmp_path / "out" / "paused" / "checkpoint.json").exists()  # it resumes from there
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False

@@ -15,6 +15,8 @@ number of threads; ``meta.json`` records ``torch_threads``.
 from __future__ import annotations
 
 import multiprocessing
+import os
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -60,7 +62,7 @@ def run_in_parallel(
     running: dict[Future, tuple[int, str]] = {}
     context = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(
-        jobs, context, initializer=torch.set_num_threads, initargs=(threads,)
+        jobs, context, initializer=_start_worker, initargs=(threads, os.getpid())
     )
     with pool:  # leaving it waits for the workers to exit
         try:
@@ -80,6 +82,24 @@ def run_in_parallel(
         except BaseException:
             _kill_workers(pool)  # the runs still going stop, and resume next time
             raise
+
+
+def _start_worker(threads: int, parent: int) -> None:
+    """In a new worker: its share of the threads, and a watch that ends it with its parent.
+
+    A parent killed by a signal (SIGTERM, SIGKILL) runs no clean-up, and a worker in the middle
+    of a run would go on training for hours, holding its run's folder lock. The run keeps its
+    last checkpoint, so the next call resumes it.
+    """
+    torch.set_num_threads(threads)
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
+
+
+def _exit_with(parent: int) -> None:
+    """End this process once ``parent`` is no longer its parent (it died; we were adopted)."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
 
 
 def _result(future: Future) -> tuple[dict, str, float]:
