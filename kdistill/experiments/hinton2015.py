@@ -99,6 +99,9 @@ class Profile:
     ``narrow_width_seeds`` seeds every width x temperature cell narrower than the main student
     (cheap, and the temperature differences there are small against seed noise); the main
     width has one seed per temperature besides the main table's seeds at T = 20.
+    ``ensemble_jitter`` shifts the inputs of the ensemble's members and of the model distilled
+    from them by up to that many pixels (the same data for both), and ``ensemble_seeds`` is the
+    number of models distilled from the ensemble, each from its own seed.
     """
 
     name: str
@@ -119,6 +122,8 @@ class Profile:
     small_patience: int
     note: str = ""
     narrow_width_seeds: int = 1
+    ensemble_jitter: int = 0
+    ensemble_seeds: int = 1
 
 
 # Every student of a profile, alone or distilled, at any width, trains with the same optimiser,
@@ -266,10 +271,19 @@ def only78_key(seed: int) -> str:
     return f"mnist/only{''.join(map(str, KEPT_CLASSES))}-{MAIN_WIDTH}x{MAIN_WIDTH}/seed{seed}"
 
 
-def ensemble_key(dataset: str, profile: Profile) -> str:
-    return (
-        f"{dataset}/ensemble{profile.ensemble_size}-distilled-{_tag(profile.ensemble_model)}/seed0"
-    )
+def _ensemble_tag(profile: Profile) -> str:
+    jitter = f"-jitter{profile.ensemble_jitter}" if profile.ensemble_jitter else ""
+    return _tag(profile.ensemble_model) + jitter
+
+
+def member_key(dataset: str, profile: Profile, member: int) -> str:
+    """The ensemble member ``member`` (its seed); without jitter, the model's run alone."""
+    return f"{dataset}/hard-{_ensemble_tag(profile)}/seed{member}"
+
+
+def ensemble_key(dataset: str, profile: Profile, seed: int = 0) -> str:
+    size = profile.ensemble_size
+    return f"{dataset}/ensemble{size}-distilled-{_ensemble_tag(profile)}/seed{seed}"
 
 
 def small_key(kind: str, seed: int) -> str:
@@ -421,23 +435,25 @@ def _plan_transfer_sets(planner: _Planner) -> None:
 
 
 def _plan_ensembles(planner: _Planner) -> None:
-    """5. On each dataset, members from seeds 0..N-1, then one model distilled from them all."""
+    """5. On each dataset, members from seeds 0..N-1, then models of the same kind distilled
+    from them all (one per seed), on the members' data (with their jitter)."""
     profile = planner.profile
+    jitter = profile.ensemble_jitter
     for dataset in profile.ensemble_datasets:
-        members = [
-            planner.add(
-                hard_key(dataset, profile.ensemble_model, k),
-                planner.alone(profile.ensemble_model, k, dataset=dataset),
+        members = []
+        for k in range(profile.ensemble_size):
+            member = planner.alone(profile.ensemble_model, k, dataset=dataset)
+            member = replace(member, train=replace(member.train, jitter=jitter))
+            members.append(planner.add(member_key(dataset, profile, k), member))
+        for seed in range(profile.ensemble_seeds):
+            train = replace(profile.distill, seed=seed, grad_clip=ENSEMBLE_GRAD_CLIP, jitter=jitter)
+            distilled = RunSpec(
+                model=profile.ensemble_model,
+                teachers=[str(planner.out / member) for member in members],
+                train=train,
+                **planner.shared(dataset=dataset),
             )
-            for k in range(profile.ensemble_size)
-        ]
-        distilled = RunSpec(
-            model=profile.ensemble_model,
-            teachers=[str(planner.out / member) for member in members],
-            train=replace(profile.distill, seed=0, grad_clip=ENSEMBLE_GRAD_CLIP),
-            **planner.shared(dataset=dataset),
-        )
-        planner.add(ensemble_key(dataset, profile), distilled)
+            planner.add(ensemble_key(dataset, profile, seed), distilled)
 
 
 def _plan_small_data(planner: _Planner) -> None:
@@ -647,15 +663,19 @@ def bias_shift_rows(
 
 
 def ensemble_rows(runs: FinishedRuns, dataset: str) -> list[dict]:
-    """5. The members, their ensemble, one model distilled from it and the gain it kept."""
+    """5. The members, their ensemble, the models distilled from it, the gain they kept, and
+    how near the members came to memorising their data."""
     profile = runs.plan.profile
     experiment = f"5. ensemble of {profile.ensemble_size} into one model ({dataset})"
-    keys = [hard_key(dataset, profile.ensemble_model, k) for k in range(profile.ensemble_size)]
+    keys = [member_key(dataset, profile, k) for k in range(profile.ensemble_size)]
     singles = runs.test_errors(keys)
     ensemble = ensemble_errors(runs, keys, dataset)
-    distilled = runs.test_errors([ensemble_key(dataset, profile)])
+    seeds = range(profile.ensemble_seeds)
+    distilled = runs.test_errors([ensemble_key(dataset, profile, s) for s in seeds])
     model = profile.ensemble_model
-    kept = ensemble_gain_kept(singles.mean, ensemble, distilled.values[0])
+    if profile.ensemble_jitter:
+        model += f", jitter {profile.ensemble_jitter}"
+    kept = ensemble_gain_kept(singles.mean, ensemble, distilled.mean)
     of_ensemble = Measured([ensemble], singles.epochs)
     return [
         _row(experiment, f"single {model} (mean over members)", None, singles),
@@ -675,6 +695,15 @@ def ensemble_rows(runs: FinishedRuns, dataset: str) -> list[dict]:
             "%",
             distilled.epochs,
             "higher",
+        ),
+        result_row(
+            experiment,
+            "members' training loss in their last epoch (near 0: memorised)",
+            None,
+            [read_history(runs.out / key / "history.csv")[-1]["train_loss"] for key in keys],
+            "cross-entropy",
+            singles.epochs,
+            None,
         ),
     ]
 
