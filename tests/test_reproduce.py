@@ -38,13 +38,40 @@ def test_plan_declares_every_experiment_once_with_teachers_first(tmp_path: Path)
     # 3 widths x 7 temperatures; the 800 / T=20 cell is the main table's distilled run
     assert sum(k.startswith("mnist/distill-") and k.endswith("seed0") for k in keys) == 21
     # the ensembles: 10 members from seeds 0..9, each planned once, distilled into their size
+    # from 3 seeds
     for dataset in ("mnist", "fashion-mnist"):
-        distilled = the_plan.runs[h.ensemble_key(dataset, the_plan.profile)]
-        members = [str(Path(m).relative_to(tmp_path.resolve())) for m in distilled.teachers]
-        assert members == [h.hard_key(dataset, "mlp:300x300", k) for k in range(10)]
-        assert distilled.model == "mlp:300x300" and distilled.dataset == dataset
+        for seed in range(3):
+            distilled = the_plan.runs[h.ensemble_key(dataset, the_plan.profile, seed)]
+            members = [str(Path(m).relative_to(tmp_path.resolve())) for m in distilled.teachers]
+            assert members == [h.hard_key(dataset, "mlp:300x300", k) for k in range(10)]
+            assert distilled.model == "mlp:300x300" and distilled.dataset == dataset
+            assert distilled.train.seed == seed and distilled.train.jitter == 0
+    assert h.ensemble_key("mnist", the_plan.profile, 3) not in the_plan.runs
     omit = the_plan.runs[h.omit_key(1)]
     assert omit.drop_classes == [3] and omit.holdout_fraction > 0 and omit.train.seed == 1
+
+
+def test_ensembles_train_for_their_own_epochs_where_a_profile_says(tmp_path: Path) -> None:
+    """quick: members and distilled models 40 epochs (at 12 they fell behind), the rest 12."""
+    the_plan = h.plan(h.PROFILES["quick"], tmp_path)
+    ensemble = [key for key in the_plan.runs if "-100x100-40ep/" in key]
+    assert len(ensemble) == 8  # 3 members and one distilled model on each dataset
+    assert {the_plan.runs[key].train.epochs for key in ensemble} == {40}
+    assert the_plan.runs[h.hard_key("mnist", "mlp:800x800", 0)].train.epochs == 12
+    paper = h.plan(h.PROFILES["paper"], tmp_path)
+    assert paper.runs[h.ensemble_key("mnist", paper.profile)].train.epochs == 60
+
+
+def test_jittered_ensembles_jitter_members_and_distilled_models_alike(tmp_path: Path) -> None:
+    """ensemble_jitter: the same shifted data for the members and the models distilled from
+    them, in runs of their own (not the unjittered students alone of width x T)."""
+    profile = replace(h.PROFILES["paper"], ensemble_jitter=2)
+    the_plan = h.plan(profile, tmp_path, experiments=["ensemble"])
+    distilled = the_plan.runs[h.ensemble_key("fashion-mnist", profile, 2)]
+    assert h.ensemble_key("fashion-mnist", profile, 2).endswith("300x300-jitter2/seed2")
+    members = [str(Path(m).relative_to(tmp_path.resolve())) for m in distilled.teachers]
+    assert members == [f"fashion-mnist/hard-300x300-jitter2/seed{k}" for k in range(10)]
+    assert {the_plan.runs[key].train.jitter for key in members} == {distilled.train.jitter} == {2}
 
 
 def test_paper_teacher_is_the_plain_train_command(tmp_path: Path) -> None:
@@ -297,7 +324,7 @@ def test_quick_report_figures_are_those_of_the_run_records(quick: tuple[Path, li
     assert rows[("2.", "30-30 at T=4")]["measured"] == errors(h.distill_key(30, 4, 0))
     assert rows[("6.", "hard labels, early stopping")]["epochs"].startswith("best ")
     for dataset in ("mnist", "fashion-mnist"):
-        members = [errors(h.hard_key(dataset, "mlp:100x100", k)) for k in range(3)]
+        members = [errors(h.member_key(dataset, the_plan.profile, k)) for k in range(3)]
         (single,) = [
             r
             for r in records
@@ -361,6 +388,11 @@ def test_quick_profile_shows_the_papers_directions(quick: tuple[Path, list[str]]
         assert rows[("3.", f"errors on 3s, shift {how}")] < rows[("3.", "errors on the test 3s")]
         assert rows[("3.", f"bias shift {how}")] > 0
         assert rows[("4.", f"bias shift {how}")] < 0
+    for dataset in ("mnist", "fashion-mnist"):  # the distilled model keeps part of the gain
+        ensemble = {r["row"]: r["measured"] for r in _records(out) if dataset in r["experiment"]}
+        members = ensemble["single mlp:100x100 (mean over members)"]
+        distilled = ensemble["one mlp:100x100 distilled from the ensemble"]
+        assert ensemble["ensemble (mean of probabilities)"] < distilled < members
 
 
 def test_an_experiment_runs_alone_with_the_rows_it_is_compared_with(tmp_path: Path) -> None:
