@@ -294,7 +294,8 @@ def _ensemble_tag(profile: Profile) -> str:
 
 
 def member_key(dataset: str, profile: Profile, member: int) -> str:
-    """The ensemble member ``member`` (its seed); without jitter, the model's run alone."""
+    """The ensemble member ``member`` (its seed); with the profile's student epochs and no
+    jitter, the same run as the model alone."""
     return f"{dataset}/hard-{_ensemble_tag(profile)}/seed{member}"
 
 
@@ -455,17 +456,16 @@ def _plan_ensembles(planner: _Planner) -> None:
     """5. On each dataset, members from seeds 0..N-1, then models of the same kind distilled
     from them all (one per seed), on the members' data (with their jitter)."""
     profile = planner.profile
-    data = {"jitter": profile.ensemble_jitter, "epochs": profile.ensemble_epochs}
-    if data["epochs"] is None:
-        data["epochs"] = profile.student.epochs
+    epochs = profile.ensemble_epochs or profile.student.epochs
+    alike = {"jitter": profile.ensemble_jitter, "epochs": epochs}  # members and students
     for dataset in profile.ensemble_datasets:
         members = []
         for k in range(profile.ensemble_size):
             member = planner.alone(profile.ensemble_model, k, dataset=dataset)
-            member = replace(member, train=replace(member.train, **data))
+            member = replace(member, train=replace(member.train, **alike))
             members.append(planner.add(member_key(dataset, profile, k), member))
         for seed in range(profile.ensemble_seeds):
-            train = replace(profile.distill, seed=seed, grad_clip=ENSEMBLE_GRAD_CLIP, **data)
+            train = replace(profile.distill, seed=seed, grad_clip=ENSEMBLE_GRAD_CLIP, **alike)
             distilled = RunSpec(
                 model=profile.ensemble_model,
                 teachers=[str(planner.out / member) for member in members],
