@@ -961,8 +961,9 @@ REPRODUCTION = Reproduction(
     plots=plots,
     teacher_key=teacher_key(),
     experiments=EXPERIMENTS,
-    seeds_note="for the cheap rows (the teacher and the ensembles use one; width x T cells: "
-    "the profile's narrow_width_seeds below 800 units, one at 800)",
+    seeds_note="for the cheap rows (the teacher and each ensemble member use one; the models "
+    "distilled from an ensemble, the profile's ensemble_seeds; width x T cells: the profile's "
+    "narrow_width_seeds below 800 units, one at 800)",
     figures_note="; the paper's figures for experiments 5 and 6 are ratios from its speech "
     "experiments (section 4), compared as ratios.",
 )
