@@ -131,24 +131,37 @@ def test_workers_end_when_the_process_that_started_them_is_killed(tmp_path: Path
         while not marker.exists():  # the worker is asleep inside a training step
             assert parent.poll() is None and time.monotonic() < deadline
             time.sleep(0.2)
-        children = subprocess.run(
-            ["pgrep", "-P", str(parent.pid)], capture_output=True, text=True
-        ).stdout.split()
+        children = _children(parent.pid)  # the workers and multiprocessing's resource tracker
         assert children
         parent.kill()
         parent.wait()
         deadline = time.monotonic() + 20
-        while any(_alive(int(pid)) for pid in children) and time.monotonic() < deadline:
+        while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert not any(_alive(int(pid)) for pid in children)
+        assert not any(_alive(pid) for pid in children)
     finally:
         parent.kill()
     assert (tmp_path / "out" / "paused" / "checkpoint.json").exists()  # it resumes from there
 
 
+def _stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/PID/stat`` after the command's name (state, parent, ...)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (fields := _stat(int(entry.name))) and fields[1] == str(pid):
+            found.append(int(entry.name))
+    return found
+
+
 def _alive(pid: int) -> bool:
     """Whether process ``pid`` exists and is not a zombie."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
-    except (FileNotFoundError, IndexError):
-        return False
+    fields = _stat(pid)
+    return fields is not None and fields[0] != "Z"
