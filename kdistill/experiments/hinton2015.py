@@ -271,8 +271,9 @@ def teacher_key() -> str:
     return "mnist/teacher/seed0"
 
 
-def hard_key(dataset: str, model: str, seed: int) -> str:
-    return f"{dataset}/hard-{_tag(model)}/seed{seed}"
+def hard_key(dataset: str, model: str, seed: int, suffix: str = "") -> str:
+    """``model`` on hard labels; ``suffix`` tells apart runs of it with other settings."""
+    return f"{dataset}/hard-{_tag(model)}{suffix}/seed{seed}"
 
 
 def distill_key(width: int, temperature: float, seed: int) -> str:
@@ -287,21 +288,22 @@ def only78_key(seed: int) -> str:
     return f"mnist/only{''.join(map(str, KEPT_CLASSES))}-{MAIN_WIDTH}x{MAIN_WIDTH}/seed{seed}"
 
 
-def _ensemble_tag(profile: Profile) -> str:
+def _ensemble_suffix(profile: Profile) -> str:
     jitter = f"-jitter{profile.ensemble_jitter}" if profile.ensemble_jitter else ""
     epochs = f"-{profile.ensemble_epochs}ep" if profile.ensemble_epochs is not None else ""
-    return _tag(profile.ensemble_model) + jitter + epochs
+    return jitter + epochs
 
 
 def member_key(dataset: str, profile: Profile, member: int) -> str:
     """The ensemble member ``member`` (its seed); with the profile's student epochs and no
     jitter, the same run as the model alone."""
-    return f"{dataset}/hard-{_ensemble_tag(profile)}/seed{member}"
+    return hard_key(dataset, profile.ensemble_model, member, _ensemble_suffix(profile))
 
 
 def ensemble_key(dataset: str, profile: Profile, seed: int = 0) -> str:
     size = profile.ensemble_size
-    return f"{dataset}/ensemble{size}-distilled-{_ensemble_tag(profile)}/seed{seed}"
+    tag = _tag(profile.ensemble_model) + _ensemble_suffix(profile)
+    return f"{dataset}/ensemble{size}-distilled-{tag}/seed{seed}"
 
 
 def small_key(kind: str, seed: int) -> str:
