@@ -135,3 +135,24 @@ def test_shift_output_bias():
     torch.testing.assert_close(delta, torch.tensor([-1.0, 0, 0, 3.5, 0]))
     with pytest.raises(ValueError, match="class 7 is out of range"):
         shift_output_bias_(model, {7: 1.0})
+
+
+def test_run_cost_times_each_architecture_once(monkeypatch) -> None:
+    """A reproduction's runs share a few architectures: each one's speed is measured once."""
+    from kdistill import runs
+
+    timed: list[str] = []
+
+    def fake_throughput(model, input_shape, seconds):
+        timed.append(repr(model))
+        return 1000.0 * len(timed)
+
+    monkeypatch.setattr(runs, "inference_throughput", fake_throughput)
+    monkeypatch.setattr(runs, "_THROUGHPUT", {})
+    cpu = torch.device("cpu")
+    first, same = build_model("mlp:20x20", (64,), 10), build_model("mlp:20x20", (64,), 10)
+    other = build_model("mlp:30x30", (64,), 10)
+    costs = [runs.model_cost(m, (64,), cpu) for m in (first, same, other, first)]
+    assert len(timed) == 2  # mlp:20x20 once (other weights, same speed), mlp:30x30 once
+    assert [c["inference_examples_per_s"] for c in costs] == [1000, 1000, 2000, 1000]
+    assert costs[0]["parameters"] == costs[1]["parameters"] != costs[2]["parameters"]
