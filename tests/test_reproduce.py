@@ -4,6 +4,7 @@ of the paper's main effects hold)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import shutil
@@ -38,15 +39,21 @@ def test_plan_declares_every_experiment_once_with_teachers_first(tmp_path: Path)
     # 3 widths x 7 temperatures; the 800 / T=20 cell is the main table's distilled run
     assert sum(k.startswith("mnist/distill-") and k.endswith("seed0") for k in keys) == 21
     # the ensembles: 10 members from seeds 0..9, each planned once, distilled into their size
-    # from 3 seeds
+    # from 3 seeds at T = 20 (the main one), 2 and 5
     for dataset in ("mnist", "fashion-mnist"):
-        for seed in range(3):
-            distilled = the_plan.runs[h.ensemble_key(dataset, the_plan.profile, seed)]
+        for seed, temperature in itertools.product(range(3), (None, 2.0, 5.0)):
+            key = h.ensemble_key(dataset, the_plan.profile, seed, temperature)
+            distilled = the_plan.runs[key]
             members = [str(Path(m).relative_to(tmp_path.resolve())) for m in distilled.teachers]
             assert members == [h.hard_key(dataset, "mlp:300x300", k) for k in range(10)]
             assert distilled.model == "mlp:300x300" and distilled.dataset == dataset
             assert distilled.train.seed == seed and distilled.train.jitter == 0
+            assert distilled.train.loss_args == {"temperature": temperature or 20, "alpha": 0.9}
+            assert key.endswith(
+                f"300x300/seed{seed}" if temperature is None else f"-T{temperature:g}/seed{seed}"
+            )
     assert h.ensemble_key("mnist", the_plan.profile, 3) not in the_plan.runs
+    assert len([key for key in keys if "/ensemble10-" in key]) == 2 * 3 * 3
     omit = the_plan.runs[h.omit_key(1)]
     assert omit.drop_classes == [3] and omit.holdout_fraction > 0 and omit.train.seed == 1
 
