@@ -101,3 +101,38 @@ def test_step_profile_shares_add_up_and_name_the_matrix_products():
         assert math.isclose(sum(result.values()), 100.0, rel_tol=1e-9)
         assert result["matrix products"] > 20  # a 1200- or 800-wide MLP step is mostly matmuls
     assert "dropout masks" in module.shares(module.teacher_step(), steps=2)
+
+
+def load_reproduce_cost():
+    path = BENCHMARK.parent / "reproduce_cost.py"
+    spec = importlib.util.spec_from_file_location("kdistill_benchmark_reproduce_cost", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_reproduce_cost_schedules_runs_as_the_jobs_pool_does():
+    """Plan order, a run waits for its teachers, a free worker takes the next ready run."""
+    cost = load_reproduce_cost()
+    order = ["teacher", "alone", "student", "member"]
+    teachers = {"teacher": set(), "alone": set(), "student": {"teacher"}, "member": set()}
+    seconds = {"teacher": 10.0, "alone": 3.0, "student": 5.0, "member": 4.0}
+    assert cost.makespan(order, teachers, seconds, jobs=1) == 22.0
+    # 2 workers: teacher | alone, member (free at 7), then the student after the teacher
+    assert cost.makespan(order, teachers, seconds, jobs=2) == 15.0
+    assert cost.makespan(order, teachers, seconds, jobs=4) == 15.0  # the teacher's chain
+
+
+def test_reproduce_cost_cuts_every_run_and_keeps_the_plan(tmp_path):
+    """The cut profile plans the same runs in the same order, each at the cut epochs."""
+    from kdistill.experiments import hinton2015 as h
+
+    cost = load_reproduce_cost()
+    for name in ("paper", "quick"):
+        profile = h.PROFILES[name]
+        full, short = (h.plan(p, tmp_path, seeds=2) for p in (profile, cost.cut(profile, 3)))
+        suffix = f"-{profile.ensemble_epochs}ep"  # a profile's own ensemble epochs: in the key
+        assert [key.replace("-3ep", suffix) for key in short.runs] == list(full.runs)
+        assert {spec.train.epochs for spec in short.runs.values()} == {3}
+        assert max(spec.train.epochs for spec in full.runs.values()) > 3
