@@ -509,6 +509,13 @@ def _add_regularization_arguments(parser: argparse.ArgumentParser) -> None:
         help="fraction of the training set held out for validation (default 0)",
     )
     parser.add_argument("--patience", type=int, help="early stopping patience (epochs)")
+    parser.add_argument(
+        "--test-every",
+        type=int,
+        default=1,
+        help="score the test set for the history after every N-th epoch and the last "
+        "(default 1; the final scores are always made)",
+    )
 
 
 def _add_device_and_logging_arguments(parser: argparse.ArgumentParser) -> None:

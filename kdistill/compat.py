@@ -34,9 +34,9 @@ RUN_ADDED: dict[str, Any] = {"teacher_model": None, "holdout_fraction": 0.0, "te
 TRAIN_IDENTITY = (
     "epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule", "lr_decay",
     "max_norm", "grad_clip", "jitter", "loss", "loss_args", "val_fraction", "patience", "seed",
-    "eval_batch_size", "cache_teacher_logits", "bf16", "device",
+    "eval_batch_size", "test_every", "cache_teacher_logits", "bf16", "device",
 )  # fmt: skip
-TRAIN_ADDED: dict[str, Any] = {"lr_decay": 1.0, "grad_clip": None}
+TRAIN_ADDED: dict[str, Any] = {"lr_decay": 1.0, "grad_clip": None, "test_every": 1}
 # TrainConfig fields of configs saved before the loss was an object ("loss" and "loss_args").
 TRAIN_LEGACY = ("temperature", "alpha")
 

@@ -109,8 +109,11 @@ def curves_figure(histories: Mapping[str, Sequence[Mapping]]) -> Figure:
     for index, (label, history) in enumerate(histories.items()):
         style = {"marker": ".", "color": f"C{index % 10}", "label": label}
         epochs = [row["epoch"] for row in history]
-        if history and history[0].get("test_errors") is not None:
-            ax_err.plot(epochs, [row["test_errors"] for row in history], **style)
+        tested = [row for row in history if row.get("test_errors") is not None]  # test_every
+        if tested:
+            ax_err.plot(
+                [row["epoch"] for row in tested], [row["test_errors"] for row in tested], **style
+            )
         for name, column in _terms(history).items():
             term_axes[name].plot(epochs, [row[column] for row in history], **style)
     ax_err.set(xlabel="epoch", ylabel="test errors", title="Test errors")

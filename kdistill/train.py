@@ -82,6 +82,7 @@ class TrainConfig:
     patience: int | None = None  # early stopping: epochs without a better validation error
     seed: int = 0
     eval_batch_size: int = 2000
+    test_every: int = 1  # score the test set after every N-th epoch (and the last) for history
     cache_teacher_logits: bool = True
     bf16: bool = False  # bf16 autocast for forward passes; weights stay fp32
     device: str = "auto"
@@ -110,6 +111,10 @@ class TrainConfig:
             raise KDistillError(f"jitter must be >= 0 pixels, got {self.jitter}")
         if not 0 <= self.val_fraction < 1:
             raise KDistillError(f"validation fraction must be in [0, 1), got {self.val_fraction}")
+        if self.test_every < 1:
+            raise KDistillError(
+                f"test_every (--test-every) must be >= 1 epoch, got {self.test_every}"
+            )
         if self.patience is not None and self.val_fraction == 0:
             raise KDistillError(
                 "early stopping (patience) needs a validation split: set val_fraction"
@@ -203,7 +208,8 @@ def fit(
             (``train.example_ids``) and, with jitter, by each example's shift.
         loss: a loss object to use instead of the one the config names (then the config
             names none); checkpoints record its name and ``arguments()``.
-        test: scored after every epoch (reported only; never used to choose anything).
+        test: scored after every ``config.test_every``-th epoch and the last (reported only;
+            never used to choose anything).
         val: held-out split for early stopping; if None and ``config.val_fraction`` > 0 it is
             split off ``train`` (stratified, seeded).
         checkpoint_dir: save a checkpoint there after every epoch.
@@ -367,7 +373,10 @@ def _train_epochs(
         run.net = distributed.wrap(model, run.device)  # DDP averages gradients across ranks
         for epoch in range(loop.epoch, config.epochs):
             row = _train_epoch(run, epoch, progress)
-            for name, split in (("val", run.val), ("test", test)):
+            # the test set only every test_every epochs: on a small transfer set scoring all of it
+            # each epoch can cost more than the epoch (validation, which may stop the run: always)
+            tested = (epoch + 1) % config.test_every == 0 or epoch + 1 == config.epochs
+            for name, split in (("val", run.val), ("test", test if tested else None)):
                 if split is not None:
                     scored = distributed.evaluate(model, split, config.eval_batch_size)
                     row[f"{name}_errors"], row[f"{name}_loss"] = scored["errors"], scored["loss"]

@@ -54,6 +54,25 @@ def test_a_model_learns_from_hard_labels(tiny_split):
     assert evaluate(model, test)["errors"] <= 4
 
 
+def test_test_every_scores_the_test_set_less_often_and_trains_the_same(tiny_split):
+    """test_every=3 over 7 epochs: test errors in the history at epochs 3, 6 and 7 only, and
+    the same weights as scoring every epoch (scoring draws no random numbers)."""
+    test = make_split(n=128, seed=0)
+    histories, weights = [], []
+    for every in (1, 3):
+        model = _model()
+        config = TrainConfig(epochs=7, batch_size=32, lr=0.05, test_every=every)
+        histories.append(fit(model, tiny_split, config, test=test, progress=False).history)
+        weights.append(model.state_dict())
+    tested = [row["epoch"] for row in histories[1] if "test_errors" in row]
+    assert tested == [3, 6, 7]
+    for row, every_epoch in zip(histories[1], histories[0], strict=True):
+        assert row["train_loss"] == every_epoch["train_loss"]
+        if "test_errors" in row:
+            assert row["test_errors"] == every_epoch["test_errors"]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
 def test_cached_teacher_logits_give_the_same_training_as_online(tiny_split, trained_teacher):
     config = TrainConfig(
         epochs=3, batch_size=32, lr=0.05, loss_args={"temperature": 4.0, "alpha": 0.7}
@@ -254,6 +273,7 @@ def test_model_that_cannot_take_the_inputs(tiny_split):
         ({"grad_clip": 0.0}, "gradient clipping norm must be > 0"),
         ({"schedule": "step"}, "schedule must be one of"),
         ({"lr_decay": 1.5}, r"lr decay per epoch must be in \(0, 1\]"),
+        ({"test_every": 0}, r"test_every \(--test-every\) must be >= 1 epoch"),
     ],
 )
 def test_bad_config(changes, message):
