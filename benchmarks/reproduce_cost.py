@@ -28,11 +28,13 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from kdistill.experiments import hinton2015 as h  # noqa: E402
-from kdistill.runs import read_history  # noqa: E402
+from kdistill.runs import git_commit, read_history  # noqa: E402
 
 
 def cut(profile: h.Profile, epochs: int) -> h.Profile:
@@ -114,7 +116,15 @@ def main(argv: list[str] | None = None) -> int:
         args.epochs,
         args.data_dir,
     )
-    result = {"profile": args.profile, "seeds": args.seeds, "jobs": args.jobs, **result}
+    result = {
+        "profile": args.profile,
+        "seeds": args.seeds,
+        "jobs": args.jobs,
+        "git_commit": git_commit(),
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        **result,
+    }
     result["load_average_before_after"] = [load[0], os.getloadavg()[0]]
     for name in ("runs", "teacher_min", "training_summed_min", "outside_runs_s", "wall_min"):
         print(f"{name:>22}: {result[name]}")
