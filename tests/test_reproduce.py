@@ -4,6 +4,7 @@ of the paper's main effects hold)."""
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import math
@@ -307,6 +308,15 @@ def test_quick_profile_writes_the_report(quick: tuple[Path, list[str]]) -> None:
     assert sum(meta["run_commits"].values()) == len(the_plan.runs)
     assert set(meta["run_commits"]) == {meta["environment"]["git_commit"]}
     assert f"`{meta['environment']['git_commit']}` ({len(the_plan.runs)})" in report
+    # the teacher and the 3 members of each ensemble: their weights' sha256, in meta and report
+    teachers = [h.teacher_key()] + [
+        h.member_key(d, the_plan.profile, k) for d in ("mnist", "fashion-mnist") for k in range(3)
+    ]
+    assert list(meta["teachers_weights_sha256"]) == [k for k in the_plan.runs if k in teachers]
+    teacher_sha = hashlib.sha256((out / h.teacher_key() / "model.safetensors").read_bytes())
+    assert meta["teachers_weights_sha256"][h.teacher_key()] == teacher_sha.hexdigest()
+    (line,) = [line for line in report.splitlines() if f"| `{h.teacher_key()}` " in line]
+    assert f"| `{teacher_sha.hexdigest()}` |" in line
 
 
 def test_quick_report_figures_are_those_of_the_run_records(quick: tuple[Path, list[str]]) -> None:

@@ -18,6 +18,7 @@ reproduction's runs stay recognised after the folder moved (the committed record
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import math
 import statistics
@@ -387,6 +388,7 @@ def write_report(
         lines += reproduction.summary(rows)
     if any(row["paper"] is not None for row in rows):
         lines += worse_than_the_paper(rows)
+    lines += teachers_weights_table(meta["teachers_weights_sha256"])
     lines += ["", "## Plots", ""] + [f"![{name}]({name})" for name in plots] + [""]
     atomic_write_text(out / "REPORT.md", "\n".join(lines))
 
@@ -413,10 +415,36 @@ def run_meta(
         "runs": len(the_plan.runs),
         "train_seconds_all_runs": round(train_seconds, 1),
         "run_commits": dict(run_commits),
+        "teachers_weights_sha256": teachers_weights(the_plan, out),
         "this_invocation_seconds": round(seconds, 1),
         **({"choices": the_plan.choices} if the_plan.choices else {}),
         "environment": environment(0, list(argv)),
     }
+
+
+def teachers_weights(the_plan: Plan, out: Path) -> dict[str, str | None]:
+    """The sha256 of each teacher run's ``model.safetensors`` (the runs others distil from), so
+    a re-distillation can check it has the same weights; None where the file is not there."""
+    taught_by = {Path(t).resolve() for spec in the_plan.runs.values() for t in spec.teachers}
+    hashes: dict[str, str | None] = {}
+    for key in the_plan.runs:
+        weights = out / key / "model.safetensors"
+        if (out / key).resolve() in taught_by:
+            hashes[key] = (
+                hashlib.sha256(weights.read_bytes()).hexdigest() if weights.is_file() else None
+            )
+    return hashes
+
+
+def teachers_weights_table(hashes: Mapping[str, str | None]) -> list[str]:
+    """REPORT.md's section of the teachers' weights (none when no run has a teacher)."""
+    if not hashes:
+        return []
+    rows = [
+        {"teacher run": f"`{key}`", "model.safetensors sha256": f"`{sha}`" if sha else "not kept"}
+        for key, sha in hashes.items()
+    ]
+    return ["", "## Teachers' weights", "", format_table(rows)]
 
 
 def report_header(
