@@ -723,51 +723,45 @@ def ensemble_rows(runs: FinishedRuns, dataset: str) -> list[dict]:
     model = profile.ensemble_model
     if profile.ensemble_jitter:
         model += f", jitter {profile.ensemble_jitter}"
+    of_ensemble = Measured([ensemble], singles.epochs)
     rows = [
         _row(experiment, f"single {model} (mean over members)", None, singles),
-        _row(
-            experiment,
-            "ensemble (mean of probabilities)",
-            None,
-            Measured([ensemble], singles.epochs),
-        ),
+        _row(experiment, "ensemble (mean of probabilities)", None, of_ensemble),
     ]
     for temperature in (None, *profile.ensemble_temperatures):
-        at = "" if temperature is None else f", T={temperature:g}"
-        seeds = range(profile.ensemble_seeds)
-        distilled = runs.test_errors(
-            [ensemble_key(dataset, profile, s, temperature) for s in seeds]
-        )
-        kept = [ensemble_gain_kept(singles.mean, ensemble, seed) for seed in distilled.values]
-        rows += [
-            _row(
-                experiment,
-                f"one {model} distilled from the ensemble{at}",
-                None,
-                distilled,
-                gap=(singles.mean, ensemble),
-            ),
-            result_row(
-                experiment,
-                f"share of the ensemble's gain kept{at} (paper: speech, Table 1)",
-                PAPER["ensemble_gain_kept"],
-                kept,
-                "%",
-                distilled.epochs,
-                "higher",
-            ),
+        keys_at = [
+            ensemble_key(dataset, profile, s, temperature) for s in range(profile.ensemble_seeds)
         ]
+        at = "" if temperature is None else f", T={temperature:g}"
+        distilled = runs.test_errors(keys_at)
+        rows += _distilled_rows(experiment, model, at, distilled, (singles.mean, ensemble))
     losses = [1000 * read_history(runs.out / key / "history.csv")[-1]["train_loss"] for key in keys]
+    memorised = "members' training loss in their last epoch (near 0: memorised)"
+    # memorised members' loss is ~1e-5: 0 at the report's 4 decimals, hence x 1e-3
+    rows.append(
+        result_row(
+            experiment, memorised, None, losses, "cross-entropy x 1e-3", singles.epochs, None
+        )
+    )
+    return rows
+
+
+def _distilled_rows(
+    experiment: str, model: str, at: str, distilled: Measured, gain: tuple[float, float]
+) -> list[dict]:
+    """The models distilled from an ensemble (``at``: their temperature, if not the main one)
+    and the share of the ensemble's ``gain`` (mean member, ensemble) each seed kept."""
+    kept = [ensemble_gain_kept(*gain, errors) for errors in distilled.values]
     return [
-        *rows,
+        _row(experiment, f"one {model} distilled from the ensemble{at}", None, distilled, gap=gain),
         result_row(
             experiment,
-            "members' training loss in their last epoch (near 0: memorised)",
-            None,
-            losses,
-            "cross-entropy x 1e-3",  # memorised members' is ~1e-5: 0 at the report's 4 decimals
-            singles.epochs,
-            None,
+            f"share of the ensemble's gain kept{at} (paper: speech, Table 1)",
+            PAPER["ensemble_gain_kept"],
+            kept,
+            "%",
+            distilled.epochs,
+            "higher",
         ),
     ]
 
