@@ -20,6 +20,7 @@ resuming runs, and writing ``REPORT.md`` and ``results.json`` are shared by ever
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import operator
 import re
@@ -485,25 +486,26 @@ def _plan_ensembles(planner: _Planner) -> None:
             member = planner.alone(profile.ensemble_model, k, dataset=dataset)
             member = replace(member, train=replace(member.train, **alike))
             members.append(planner.add(member_key(dataset, profile, k), member))
-        for temperature in (None, *profile.ensemble_temperatures):
+        teachers = [str(planner.out / member) for member in members]
+        temperatures = (None, *profile.ensemble_temperatures)  # None: the distill config's
+        for temperature, seed in itertools.product(temperatures, range(profile.ensemble_seeds)):
             loss_args = dict(profile.distill.loss_args)
             if temperature is not None:
                 loss_args["temperature"] = temperature
-            for seed in range(profile.ensemble_seeds):
-                train = replace(
-                    profile.distill,
-                    seed=seed,
-                    grad_clip=ENSEMBLE_GRAD_CLIP,
-                    loss_args=loss_args,
-                    **alike,
-                )
-                distilled = RunSpec(
-                    model=profile.ensemble_model,
-                    teachers=[str(planner.out / member) for member in members],
-                    train=train,
-                    **planner.shared(dataset=dataset),
-                )
-                planner.add(ensemble_key(dataset, profile, seed, temperature), distilled)
+            train = replace(
+                profile.distill,
+                seed=seed,
+                grad_clip=ENSEMBLE_GRAD_CLIP,
+                loss_args=loss_args,
+                **alike,
+            )
+            distilled = RunSpec(
+                model=profile.ensemble_model,
+                teachers=list(teachers),
+                train=train,
+                **planner.shared(dataset=dataset),
+            )
+            planner.add(ensemble_key(dataset, profile, seed, temperature), distilled)
 
 
 def _plan_small_data(planner: _Planner) -> None:
