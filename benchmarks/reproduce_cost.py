@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from kdistill.experiments import hinton2015 as h  # noqa: E402
+from kdistill.experiments.jobs import ready_runs  # noqa: E402
 from kdistill.runs import git_commit, read_history  # noqa: E402
 
 
@@ -53,9 +54,7 @@ def makespan(order: list[str], teachers: dict[str, set[str]], seconds: dict, job
     plan order, each run once its teachers are finished."""
     pending, running, now = list(order), [], 0.0
     while pending or running:
-        unfinished = set(pending) | {key for _, key in running}
-        ready = [key for key in pending if not unfinished & teachers[key]]
-        for key in ready[: jobs - len(running)]:
+        for key in ready_runs(pending, [key for _, key in running], teachers, jobs):
             pending.remove(key)
             heapq.heappush(running, (now + seconds[key], key))
         now, _ = heapq.heappop(running)

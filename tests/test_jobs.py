@@ -15,6 +15,7 @@ import torch
 from kdistill.cli import main
 from kdistill.errors import KDistillError
 from kdistill.experiments.common import Plan, run_plan
+from kdistill.experiments.jobs import ready_runs
 from kdistill.runs import RunSpec
 from kdistill.train import TrainConfig
 
@@ -165,3 +166,13 @@ def _alive(pid: int) -> bool:
     """Whether process ``pid`` exists and is not a zombie."""
     fields = _stat(pid)
     return fields is not None and fields[0] != "Z"
+
+
+def test_ready_runs_start_in_plan_order_once_their_teachers_are_finished() -> None:
+    teachers = {"teacher": set(), "distilled": {"teacher"}, "alone": set(), "b": set()}
+    order = ["teacher", "distilled", "alone", "b"]
+    # the student waits for its teacher; the free job takes the next run with none
+    assert ready_runs(order, [], teachers, jobs=2) == ["teacher", "alone"]
+    assert ready_runs(["distilled", "b"], ["teacher"], teachers, jobs=2) == ["b"]
+    assert ready_runs(["distilled", "b"], ["teacher"], teachers, jobs=1) == []
+    assert ready_runs(["distilled", "b"], [], teachers, jobs=3) == ["distilled", "b"]

@@ -18,7 +18,7 @@ import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping, Set
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -123,11 +123,23 @@ def _kill_workers(pool: ProcessPoolExecutor) -> None:
             process.kill()
 
 
-def _ready(pending: Pending, running: set[str], out: Path, jobs: int) -> Pending:
-    """The pending runs that may start now, in plan order, as many as free jobs allow."""
-    unfinished = {str(out / key) for _, key, _ in pending} | {str(out / key) for key in running}
-    ready = [item for item in pending if not unfinished & set(map(str, item[2].teachers))]
+def ready_runs(
+    pending: list[str], running: Collection[str], teachers: Mapping[str, Set[str]], jobs: int
+) -> list[str]:
+    """The pending runs that may start now: in plan order, those none of whose ``teachers`` is
+    pending or running, as many as the ``jobs`` not ``running`` allow. Runs are named by any
+    key (``benchmarks/reproduce_cost.py`` simulates the pool with this rule)."""
+    unfinished = set(pending) | set(running)
+    ready = [run for run in pending if not unfinished & teachers[run]]
     return ready[: jobs - len(running)]
+
+
+def _ready(pending: Pending, running: set[str], out: Path, jobs: int) -> Pending:
+    """The pending runs that may start now, as :func:`ready_runs` says, by folder."""
+    by_folder = {str(out / item[1]): item for item in pending}
+    teachers = {folder: set(map(str, item[2].teachers)) for folder, item in by_folder.items()}
+    running_folders = [str(out / key) for key in running]
+    return [by_folder[f] for f in ready_runs(list(by_folder), running_folders, teachers, jobs)]
 
 
 def _make_run(
