@@ -82,6 +82,24 @@ def test_jittered_ensembles_jitter_members_and_distilled_models_alike(tmp_path: 
     assert {the_plan.runs[key].train.jitter for key in members} == {distilled.train.jitter} == {2}
 
 
+def test_an_ensemble_can_be_distilled_into_another_model_than_its_members(tmp_path: Path) -> None:
+    """ensemble_student_model: members with dropout, distilled into the same net without it
+    (as the paper's MNIST student is its teacher without regularisers), in runs named by it."""
+    members_model = "mlp:300x300,dropout=0.5,input_dropout=0.2"
+    profile = replace(
+        h.PROFILES["paper"], ensemble_model=members_model, ensemble_student_model="mlp:300x300"
+    )
+    the_plan = h.plan(profile, tmp_path, experiments=["ensemble"])
+    key = h.ensemble_key("mnist", profile, 1, 5.0)
+    assert key == "mnist/ensemble10-distilled-300x300-T5/seed1"
+    distilled = the_plan.runs[key]
+    assert distilled.model == "mlp:300x300"
+    members = [str(Path(m).relative_to(tmp_path.resolve())) for m in distilled.teachers]
+    assert members == [h.member_key("mnist", profile, k) for k in range(10)]
+    assert {the_plan.runs[m].model for m in members} == {members_model}
+    assert members[0] == "mnist/hard-300x300_dropout=0.5_input_dropout=0.2/seed0"
+
+
 def test_paper_teacher_is_the_plain_train_command(tmp_path: Path) -> None:
     """A teacher made by `kdistill train` with the documented flags is reused, not retrained."""
     from kdistill.cli import _train_config, build_parser

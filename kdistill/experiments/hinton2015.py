@@ -106,7 +106,9 @@ class Profile:
     distilled models train for ``ensemble_epochs`` (default: the student's epochs).
     ``ensemble_temperatures`` adds models distilled from the ensemble at these temperatures,
     beside those at ``distill``'s (the paper's speech ensemble was distilled at the best of T = 1,
-    2, 5 and 10, section 4).
+    2, 5 and 10, section 4). ``ensemble_student_model`` is the model distilled from the ensemble
+    (default: ``ensemble_model``; e.g. the members without their dropout, as the paper's MNIST
+    student is its teacher without regularisers).
     """
 
     name: str
@@ -131,6 +133,12 @@ class Profile:
     ensemble_seeds: int = 1
     ensemble_epochs: int | None = None
     ensemble_temperatures: tuple[float, ...] = ()
+    ensemble_student_model: str | None = None
+
+    @property
+    def ensemble_student(self) -> str:
+        """The model distilled from the ensemble."""
+        return self.ensemble_student_model or self.ensemble_model
 
 
 # Every student of a profile, alone or distilled, at any width, trains with the same optimiser,
@@ -320,7 +328,7 @@ def ensemble_key(
     """A model distilled from the ensemble; ``temperature``: one of ``ensemble_temperatures``
     (None: the profile's distillation temperature)."""
     size = profile.ensemble_size
-    tag = _tag(profile.ensemble_model) + _ensemble_suffix(profile)
+    tag = _tag(profile.ensemble_student) + _ensemble_suffix(profile)
     if temperature is not None:
         tag += f"-T{temperature:g}"
     return f"{dataset}/ensemble{size}-distilled-{tag}/seed{seed}"
@@ -500,7 +508,7 @@ def _plan_ensembles(planner: _Planner) -> None:
                 **alike,
             )
             distilled = RunSpec(
-                model=profile.ensemble_model,
+                model=profile.ensemble_student,
                 teachers=list(teachers),
                 train=train,
                 **planner.shared(dataset=dataset),
@@ -722,9 +730,8 @@ def ensemble_rows(runs: FinishedRuns, dataset: str) -> list[dict]:
     keys = [member_key(dataset, profile, k) for k in range(profile.ensemble_size)]
     singles = runs.test_errors(keys)
     ensemble = ensemble_errors(runs, keys, dataset)
-    model = profile.ensemble_model
-    if profile.ensemble_jitter:
-        model += f", jitter {profile.ensemble_jitter}"
+    jitter = f", jitter {profile.ensemble_jitter}" if profile.ensemble_jitter else ""
+    model, student = profile.ensemble_model + jitter, profile.ensemble_student + jitter
     of_ensemble = Measured([ensemble], singles.epochs)
     rows = [
         _row(experiment, f"single {model} (mean over members)", None, singles),
@@ -736,7 +743,7 @@ def ensemble_rows(runs: FinishedRuns, dataset: str) -> list[dict]:
         ]
         at = "" if temperature is None else f", T={temperature:g}"
         distilled = runs.test_errors(keys_at)
-        rows += _distilled_rows(experiment, model, at, distilled, (singles.mean, ensemble))
+        rows += _distilled_rows(experiment, student, at, distilled, (singles.mean, ensemble))
     losses = [1000 * read_history(runs.out / key / "history.csv")[-1]["train_loss"] for key in keys]
     memorised = "members' training loss in their last epoch (near 0: memorised)"
     # memorised members' loss is ~1e-5: 0 at the report's 4 decimals, hence x 1e-3
