@@ -84,14 +84,17 @@ def test_jittered_ensembles_jitter_members_and_distilled_models_alike(tmp_path: 
 
 def test_an_ensemble_can_be_distilled_into_another_model_than_its_members(tmp_path: Path) -> None:
     """ensemble_student_model: members with dropout, distilled into the same net without it
-    (as the paper's MNIST student is its teacher without regularisers), in runs named by it."""
+    (as the paper's MNIST student is its teacher without regularisers), in runs named by both."""
     members_model = "mlp:300x300,dropout=0.5,input_dropout=0.2"
     profile = replace(
         h.PROFILES["paper"], ensemble_model=members_model, ensemble_student_model="mlp:300x300"
     )
     the_plan = h.plan(profile, tmp_path, experiments=["ensemble"])
     key = h.ensemble_key("mnist", profile, 1, 5.0)
-    assert key == "mnist/ensemble10-distilled-300x300-T5/seed1"
+    assert (
+        key
+        == "mnist/ensemble10-of-300x300_dropout=0.5_input_dropout=0.2-distilled-300x300-T5/seed1"
+    )
     distilled = the_plan.runs[key]
     assert distilled.model == "mlp:300x300"
     members = [str(Path(m).relative_to(tmp_path.resolve())) for m in distilled.teachers]

@@ -326,12 +326,15 @@ def ensemble_key(
     dataset: str, profile: Profile, seed: int = 0, temperature: float | None = None
 ) -> str:
     """A model distilled from the ensemble; ``temperature``: one of ``ensemble_temperatures``
-    (None: the profile's distillation temperature)."""
-    size = profile.ensemble_size
+    (None: the profile's distillation temperature). The name says the members' model where
+    the student is another (a run's name never stands for two different runs)."""
+    ensemble = f"ensemble{profile.ensemble_size}"
+    if profile.ensemble_student != profile.ensemble_model:
+        ensemble += f"-of-{_tag(profile.ensemble_model)}"
     tag = _tag(profile.ensemble_student) + _ensemble_suffix(profile)
     if temperature is not None:
         tag += f"-T{temperature:g}"
-    return f"{dataset}/ensemble{size}-distilled-{tag}/seed{seed}"
+    return f"{dataset}/{ensemble}-distilled-{tag}/seed{seed}"
 
 
 def small_key(kind: str, seed: int) -> str:
