@@ -150,6 +150,11 @@ class FitResult:
     best_epoch: int | None = None
     stopped_early: bool = False
     seconds: float = 0.0
+    # The test scores (:func:`~kdistill.evaluation.evaluate`) of the weights fit returns, where
+    # fit scored them itself (its last epoch, no best epoch restored), and the seconds that
+    # scoring took: a run reuses both instead of scoring the test set once more (issue 15).
+    test: dict | None = None
+    test_seconds: float | None = None
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -235,6 +240,7 @@ def fit(
     _train_epochs(run, loop, result, test, checkpoint_dir, on_epoch, progress)
     if loop.best_state is not None and config.patience is not None:
         model.load_state_dict(loop.best_state)
+        result.test = result.test_seconds = None  # scores of other weights
     result.seconds = loop.seconds()
     return result
 
@@ -376,10 +382,7 @@ def _train_epochs(
             # the test set only every test_every epochs: on a small transfer set scoring all of it
             # each epoch can cost more than the epoch (validation, which may stop the run: always)
             tested = (epoch + 1) % config.test_every == 0 or epoch + 1 == config.epochs
-            for name, split in (("val", run.val), ("test", test if tested else None)):
-                if split is not None:
-                    scored = distributed.evaluate(model, split, config.eval_batch_size)
-                    row[f"{name}_errors"], row[f"{name}_loss"] = scored["errors"], scored["loss"]
+            _score_epoch(run, row, result, test if tested else None)
             result.history.append(row)
             progress.show_epoch(row)
             loop.epoch = epoch + 1
@@ -397,6 +400,20 @@ def _train_epochs(
         # gloo threads must not outlive distributed.process_group's destroy_process_group
         # (the fit frame, and so `run`, can stay referenced by cyclic garbage until exit).
         run.net = None
+
+
+def _score_epoch(run: _Run, row: dict, result: FitResult, test: Data | None) -> None:
+    """Score the validation split and ``test`` (``None``: not this epoch) into ``row``; keep
+    the test scores and their seconds in ``result`` (those of the current weights only)."""
+    if run.val is not None:
+        scored = distributed.evaluate(run.model, run.val, run.config.eval_batch_size)
+        row["val_errors"], row["val_loss"] = scored["errors"], scored["loss"]
+    result.test = result.test_seconds = None
+    if test is not None:
+        started = time.perf_counter()
+        result.test = distributed.evaluate(run.model, test, run.config.eval_batch_size)
+        result.test_seconds = time.perf_counter() - started
+        row["test_errors"], row["test_loss"] = result.test["errors"], result.test["loss"]
 
 
 def _train_epoch(run: _Run, epoch: int, progress: _Progress) -> dict:

@@ -543,3 +543,39 @@ def test_identity_fields_cover_every_setting():
     assert set(compat.RUN_IDENTITY) == {f.name for f in fields(RunSpec)}
     assert set(compat.TRAIN_ADDED) <= set(compat.TRAIN_IDENTITY)
     assert set(compat.RUN_ADDED) <= set(compat.RUN_IDENTITY)
+
+
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_a_run_scores_its_test_set_once_and_times_its_speed_on_that_pass(
+    tmp_path, monkeypatch, early_stopping
+):
+    """fit's test scores of its last epoch are the run's metrics and give the model's speed:
+    no second test pass, no separate timing (issue 15). With early stopping the weights
+    returned are the best epoch's, which the run scores again."""
+    from kdistill import distributed
+    from kdistill.data import load_dataset
+
+    scored, real_evaluate = [], distributed.evaluate
+    monkeypatch.setattr(
+        distributed,
+        "evaluate",
+        lambda model, split, *a, **k: (
+            scored.append(len(split)) or real_evaluate(model, split, *a, **k)
+        ),
+    )
+    monkeypatch.setattr(runs_module, "_THROUGHPUT", {})
+    monkeypatch.setattr(
+        runs_module, "inference_throughput", lambda *a, **k: pytest.fail("timed a second time")
+    )
+    extra = dict(val_fraction=0.2, patience=1) if early_stopping else {}
+    config = TrainConfig(epochs=3, batch_size=64, lr=0.05, **extra)
+    metrics = execute(
+        RunSpec(model="mlp:16", dataset="digits", train=config), tmp_path, progress=False
+    )
+
+    test = load_dataset("digits").test
+    tested = [n for n in scored if n == len(test)]
+    assert len(tested) == metrics["epochs_run"] + early_stopping
+    model, _ = runs_module.load_run_model(tmp_path)
+    assert metrics["test"] == evaluate(model, test, config.eval_batch_size)
+    assert metrics["cost"]["model"]["inference_examples_per_s"] > 0
