@@ -7,11 +7,16 @@ Usage::
 Each row runs in a fresh Python process, as a user's command does, and is the fastest of
 ``--repeats`` tries (on a shared machine the best time is the stable estimate):
 
-1. ``import``: ``import kdistill.cli`` (torch and kdistill's modules);
-2. ``import + data``: the same, then the dataset decoded from its gzip IDX files;
-3. ``train, 1 epoch`` and ``distill, 1 epoch``: the whole command; ``fixed`` = its wall time
+1. ``torch alone``: the floor under any PyTorch training script: ``import torch``, the
+   student built as an ``nn.Sequential``, one ``torch.optim.SGD`` step on one batch (its first
+   step imports ``torch._dynamo``), no data;
+2. ``import``: ``import kdistill.cli`` (torch and kdistill's modules);
+3. ``import + data``: the same, then the dataset decoded from its gzip IDX files;
+4. ``train, 1 epoch`` and ``distill, 1 epoch``: the whole command; ``fixed`` = its wall time
    minus the epoch's own ``seconds`` in history.csv (the training steps). For ``distill`` this
-   includes loading the teacher and computing its logits on every training example once.
+   includes loading the teacher and computing its logits on every training example once;
+5. ``distill from a logits file``: the same from a ``kdistill teacher-logits`` file (written
+   once beforehand, untimed), as a sweep's cells can.
 
 The machine's load average is printed beside the figures. Real MNIST is read from
 ``KDISTILL_DATA`` (or ``--data-dir``).
@@ -49,27 +54,50 @@ def best_of(repeats: int, measure) -> tuple[float, float]:
     return min((measure() for _ in range(repeats)), key=lambda pair: pair[0])
 
 
+# The floor: what any PyTorch script pays before its first step (the --student's widths).
+TORCH_ALONE = """
+import torch
+widths = [784, *{widths}, 10]
+layers = []
+for a, b in zip(widths, widths[1:]):
+    layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
+model = torch.nn.Sequential(*layers[:-1])
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+x, y = torch.rand(128, 784), torch.randint(0, 10, (128,))
+torch.nn.functional.cross_entropy(model(x), y).backward()
+optimizer.step()
+"""
+
+
 def main() -> None:
     """Measure and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--teacher", required=True, help="a finished MNIST teacher run")
     parser.add_argument("--data-dir", default=os.environ.get("KDISTILL_DATA"))
-    parser.add_argument("--student", default="mlp:800x800")
+    parser.add_argument("--student", default="mlp:800x800", help="an MLP spec, mlp:WxW")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     python = [sys.executable, "-c"]
     decode = "from kdistill.runs import cached_dataset; cached_dataset('mnist', {!r})"
     rows = []
+    widths = [int(w) for w in args.student.split(":", 1)[1].split(",")[0].split("x")]
     for name, code in (
+        ("torch alone: import, one SGD step", TORCH_ALONE.format(widths=widths)),
         ("import", "import kdistill.cli"),
         ("import + data", "import kdistill.cli; " + decode.format(args.data_dir)),
     ):
         wall, _ = best_of(args.repeats, lambda code=code: (wall_seconds([*python, code], env), 0))
         rows.append((name, wall, None))
+    logits_dir = tempfile.TemporaryDirectory()
+    logits = str(Path(logits_dir.name) / "teacher.logits")
+    write = [sys.executable, "-m", "kdistill", "teacher-logits", args.teacher, "--dataset"]
+    command = [*write, "mnist", "--data-dir", args.data_dir, "--out", logits]
+    subprocess.run(command, check=True, env=env, cwd=ROOT, capture_output=True)
     for name, command in (
         ("train, 1 epoch", ["train"]),
         ("distill, 1 epoch", ["distill", "--teacher", args.teacher]),
+        ("distill from a logits file, 1 epoch", ["distill", "--teacher-logits", logits]),
     ):
 
         def run(command=command) -> tuple[float, float]:
@@ -82,6 +110,7 @@ def main() -> None:
 
         wall, fixed = best_of(args.repeats, run)
         rows.append((name, wall, fixed))
+    logits_dir.cleanup()
     print(f"load average {os.getloadavg()}, {os.cpu_count()} CPUs")
     print("| row | wall s | fixed s (wall - epoch) |\n|---|---:|---:|")
     for name, wall, fixed in rows:

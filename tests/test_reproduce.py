@@ -82,6 +82,25 @@ def test_jittered_ensembles_jitter_members_and_distilled_models_alike(tmp_path: 
     assert {the_plan.runs[key].train.jitter for key in members} == {distilled.train.jitter} == {2}
 
 
+def test_ensemble_weight_decay_regularises_members_and_students_alike(tmp_path: Path) -> None:
+    """ensemble_weight_decay: the members and the models distilled from them decay their
+    weights alike, in runs of their own; every other run keeps its settings and name."""
+    profile = replace(h.PROFILES["paper"], ensemble_weight_decay=5e-4)
+    the_plan = h.plan(profile, tmp_path)
+    key = h.ensemble_key("mnist", profile, 0, 5.0)
+    assert key == "mnist/ensemble10-distilled-300x300-wd0.0005-T5/seed0"
+    distilled = the_plan.runs[key]
+    members = [str(Path(m).relative_to(tmp_path.resolve())) for m in distilled.teachers]
+    assert members[0] == "mnist/hard-300x300-wd0.0005/seed0"
+    decays = {the_plan.runs[k].train.weight_decay for k in [*members, key]}
+    assert decays == {5e-4}
+    unchanged = h.plan(h.PROFILES["paper"], tmp_path)
+    assert the_plan.runs[h.hard_key("mnist", "mlp:300x300", 0)].train.weight_decay == 0.0
+    others = {k: v for k, v in the_plan.runs.items() if "wd" not in k}
+    assert len(the_plan.runs) - len(others) == 2 * (10 + 9)  # members, distilled models
+    assert others == {k: unchanged.runs[k] for k in others}
+
+
 def test_an_ensemble_can_be_distilled_into_another_model_than_its_members(tmp_path: Path) -> None:
     """ensemble_student_model: members with dropout, distilled into the same net without it
     (as the paper's MNIST student is its teacher without regularisers), in runs named by both."""

@@ -108,7 +108,9 @@ class Profile:
     beside those at ``distill``'s (the paper's speech ensemble was distilled at the best of T = 1,
     2, 5 and 10, section 4). ``ensemble_student_model`` is the model distilled from the ensemble
     (default: ``ensemble_model``; e.g. the members without their dropout, as the paper's MNIST
-    student is its teacher without regularisers).
+    student is its teacher without regularisers). ``ensemble_weight_decay`` is the L2 weight
+    decay of the members and of the models distilled from them (a regulariser that keeps the
+    members from memorising their data, and the students alike).
     """
 
     name: str
@@ -134,6 +136,7 @@ class Profile:
     ensemble_epochs: int | None = None
     ensemble_temperatures: tuple[float, ...] = ()
     ensemble_student_model: str | None = None
+    ensemble_weight_decay: float = 0.0
 
     @property
     def ensemble_student(self) -> str:
@@ -316,7 +319,18 @@ def only78_key(seed: int) -> str:
 def _ensemble_suffix(profile: Profile) -> str:
     jitter = f"-jitter{profile.ensemble_jitter}" if profile.ensemble_jitter else ""
     epochs = f"-{profile.ensemble_epochs}ep" if profile.ensemble_epochs is not None else ""
-    return jitter + epochs
+    decay = f"-wd{profile.ensemble_weight_decay:g}" if profile.ensemble_weight_decay else ""
+    return jitter + epochs + decay
+
+
+def _ensemble_training(profile: Profile) -> dict:
+    """What the members and the models distilled from them share, beside the profile's
+    student and distillation settings: jitter, epochs and weight decay."""
+    alike = {"jitter": profile.ensemble_jitter}
+    alike["epochs"] = profile.ensemble_epochs or profile.student.epochs
+    if profile.ensemble_weight_decay:
+        alike["weight_decay"] = profile.ensemble_weight_decay
+    return alike
 
 
 def member_key(dataset: str, profile: Profile, member: int) -> str:
@@ -492,8 +506,7 @@ def _plan_ensembles(planner: _Planner) -> None:
     """5. On each dataset, members from seeds 0..N-1, then models of the same kind distilled
     from them all (one per seed), on the members' data (with their jitter)."""
     profile = planner.profile
-    epochs = profile.ensemble_epochs or profile.student.epochs
-    alike = {"jitter": profile.ensemble_jitter, "epochs": epochs}  # members and students
+    alike = _ensemble_training(profile)  # members and students
     for dataset in profile.ensemble_datasets:
         members = []
         for k in range(profile.ensemble_size):
