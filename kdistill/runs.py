@@ -264,9 +264,9 @@ def execute(
             tensorboard=tensorboard and is_main,
             created=created,
         )
-        metrics, examples_per_s = _evaluate_run(model, transfer_set, dataset.test, spec, result)
+        metrics = _evaluate_run(model, transfer_set, dataset.test, spec, result)
         if is_main:
-            metrics["cost"] = _run_cost(model, examples_per_s, spec, dataset, teachers)
+            metrics["cost"] = _run_cost(model, spec, dataset, teachers)
             _write_results(out, model, result.history, metrics)
     return metrics
 
@@ -414,19 +414,16 @@ def _fit_logged(
 
 def _evaluate_run(
     model: nn.Module, transfer_set: Split, test: Split, spec: RunSpec, result: FitResult
-) -> tuple[dict, float]:
-    """The metrics every rank returns (test and validation scores, how fit went), and the test
-    examples scored per second: the model's inference speed, measured on that pass.
+) -> dict:
+    """The metrics every rank returns: test (and validation) scores and how fit went.
 
     The validation part is the one fit held out of ``transfer_set`` (the same seeded split).
     The test scores are fit's own of the final weights where it made them (the same call, so
     the same figures), else made here.
     """
-    scores, seconds = result.test, result.test_seconds
+    scores = result.test
     if scores is None:
-        started = time.perf_counter()
         scores = distributed.evaluate(model, test, spec.train.eval_batch_size)  # fp32 scores
-        seconds = time.perf_counter() - started
     trained_on, val = transfer_set, None
     if spec.train.val_fraction > 0:  # the part fit held out for validation (same split)
         trained_on, val = train_val_split(transfer_set, spec.train.val_fraction, spec.train.seed)
@@ -440,20 +437,13 @@ def _evaluate_run(
     }
     if val is not None:
         metrics["val"] = distributed.evaluate(model, val, spec.train.eval_batch_size)
-    return metrics, len(test) / seconds
+    return metrics
 
 
-def _run_cost(
-    model: nn.Module,
-    examples_per_s: float,
-    spec: RunSpec,
-    dataset: Dataset,
-    teachers: list[nn.Module],
-) -> dict:
-    """The student's and teachers' size, FLOPs and inference speed (the student's measured on
-    its test pass, the teachers' by :func:`model_cost`)."""
+def _run_cost(model: nn.Module, spec: RunSpec, dataset: Dataset, teachers: list[nn.Module]) -> dict:
+    """The student's and teachers' size, FLOPs and inference speed (:func:`model_cost`)."""
     device = resolve_device(spec.train.device)
-    cost = {"model": model_cost(model, dataset.input_shape, device, examples_per_s)}
+    cost = {"model": model_cost(model, dataset.input_shape, device)}
     if teachers:
         cost["teacher"] = [model_cost(t, dataset.input_shape, device) for t in teachers]
     return cost
@@ -613,26 +603,18 @@ def cached_dataset(name: str, data_dir: str | None, download: bool = False) -> D
     return load_dataset(name, data_dir, download)
 
 
-def model_cost(
-    model: nn.Module,
-    input_shape: tuple[int, ...],
-    device: torch.device,
-    examples_per_s: float | None = None,
-) -> dict:
+def model_cost(model: nn.Module, input_shape: tuple[int, ...], device: torch.device) -> dict:
     """Parameters, forward FLOPs per example and measured inference examples/s.
 
-    ``examples_per_s``: the speed already measured on a real pass (a run's test scoring);
-    without it, measured here once per architecture in a process (:func:`_measured_throughput`):
-    a reproduction's dozens of runs share a few architectures, and 0.3 s of timing for the
-    student and again for each teacher was most of a short run's fixed cost.
+    The speed is measured once per architecture in a process (:func:`_measured_throughput`):
+    a reproduction's dozens of runs share a few architectures, and timing the student and
+    again each teacher was most of a short run's fixed cost.
     """
     model = model.to(device)
-    if examples_per_s is None:
-        examples_per_s = _measured_throughput(model, tuple(input_shape))
     return {
         "parameters": count_parameters(model),
         "flops_per_example": flops_per_example(model, input_shape),
-        "inference_examples_per_s": round(examples_per_s),
+        "inference_examples_per_s": round(_measured_throughput(model, tuple(input_shape))),
     }
 
 
@@ -650,7 +632,9 @@ def _measured_throughput(model: nn.Module, input_shape: tuple[int, ...]) -> floa
         torch.get_num_threads(),
     )
     if architecture not in _THROUGHPUT:
-        _THROUGHPUT[architecture] = inference_throughput(model, input_shape, seconds=0.3)
+        # 0.1 s of warm batches: 5 measurements of the 800-800 MLP spread 4-6% against 2-3%
+        # at 0.3 s, for 0.2 s less of every run's fixed cost (issue 15, docs/performance.md)
+        _THROUGHPUT[architecture] = inference_throughput(model, input_shape, seconds=0.1)
     return _THROUGHPUT[architecture]
 
 

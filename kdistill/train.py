@@ -151,10 +151,9 @@ class FitResult:
     stopped_early: bool = False
     seconds: float = 0.0
     # The test scores (:func:`~kdistill.evaluation.evaluate`) of the weights fit returns, where
-    # fit scored them itself (its last epoch, no best epoch restored), and the seconds that
-    # scoring took: a run reuses both instead of scoring the test set once more (issue 15).
+    # fit scored them itself (its last epoch, no best epoch restored): a run reuses them instead
+    # of scoring the test set once more (issue 15).
     test: dict | None = None
-    test_seconds: float | None = None
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -240,7 +239,7 @@ def fit(
     _train_epochs(run, loop, result, test, checkpoint_dir, on_epoch, progress)
     if loop.best_state is not None and config.patience is not None:
         model.load_state_dict(loop.best_state)
-        result.test = result.test_seconds = None  # scores of other weights
+        result.test = None  # the scores of other weights
     result.seconds = loop.seconds()
     return result
 
@@ -404,15 +403,13 @@ def _train_epochs(
 
 def _score_epoch(run: _Run, row: dict, result: FitResult, test: Data | None) -> None:
     """Score the validation split and ``test`` (``None``: not this epoch) into ``row``; keep
-    the test scores and their seconds in ``result`` (those of the current weights only)."""
+    the test scores in ``result`` (those of the current weights only)."""
     if run.val is not None:
         scored = distributed.evaluate(run.model, run.val, run.config.eval_batch_size)
         row["val_errors"], row["val_loss"] = scored["errors"], scored["loss"]
-    result.test = result.test_seconds = None
+    result.test = None
     if test is not None:
-        started = time.perf_counter()
         result.test = distributed.evaluate(run.model, test, run.config.eval_batch_size)
-        result.test_seconds = time.perf_counter() - started
         row["test_errors"], row["test_loss"] = result.test["errors"], result.test["loss"]
 
 
