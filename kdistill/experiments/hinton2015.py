@@ -216,7 +216,10 @@ PROFILES = {
     # unjittered; docs/results/hinton2015-paper/pilots/ensembles-jittered). Members with the
     # teacher's dropout (0.5/0.2) are far worse nets at 60 epochs (MNIST 162 errors against 145;
     # pilots/ensembles-dropout); with dropout 0.2 they are better nets (129.5) but the plain nets
-    # distilled from them keep 33% / 24% at T = 5 (pilots/ensembles-dropout-0.2).
+    # distilled from them keep 33% / 24% at T = 5 (pilots/ensembles-dropout-0.2), and nets with
+    # their dropout end worse than one member (own-kind-students); with weight decay 5e-4
+    # (ensemble_weight_decay) members agree and students end worse than one member
+    # (pilots/ensembles-weight-decay).
     "paper": Profile(
         name="paper",
         data_fraction=1.0,
