@@ -5,6 +5,7 @@ Usage::
     python benchmarks/step_profile.py                 # one thread, ~1 minute
     python benchmarks/step_profile.py --threads 2
     python benchmarks/step_profile.py --bf16          # forwards under bf16 autocast
+    python benchmarks/step_profile.py --threads 2 --ops 12   # and the 12 costliest ops
 
 Profiles 50 steps of each at batch 128 with ``torch.profiler`` on random inputs (the time of a
 step does not depend on the pixel values) and prints each step's time shares: matrix products,
@@ -84,15 +85,31 @@ def cached_distillation_step(bf16: bool = False) -> Callable[[], None]:
     return step
 
 
-def shares(step: Callable[[], None], steps: int = 50) -> dict[str, float]:
-    """The share (%) of the profiled self time of each group of ops over ``steps`` steps."""
+def profiled_ops(step: Callable[[], None], steps: int = 50) -> list:
+    """``torch.profiler``'s per-op averages over ``steps`` steps, after 10 of warm-up."""
     for _ in range(10):  # warm-up
         step()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(steps):
             step()
+    return list(prof.key_averages())
+
+
+def top_ops(step: Callable[[], None], count: int, steps: int = 50) -> list[str]:
+    """The ``count`` ops of most self time: their share, calls per step and microseconds a call."""
+    events = sorted(profiled_ops(step, steps), key=lambda e: -e.self_cpu_time_total)
+    whole = sum(e.self_cpu_time_total for e in events)
+    return [
+        f"{e.key}: {100 * e.self_cpu_time_total / whole:.1f}%, {e.count / steps:g} a step, "
+        f"{e.self_cpu_time_total / e.count:.0f} us each"
+        for e in events[:count]
+    ]
+
+
+def shares(step: Callable[[], None], steps: int = 50) -> dict[str, float]:
+    """The share (%) of the profiled self time of each group of ops over ``steps`` steps."""
     totals: dict[str, float] = {}
-    for event in prof.key_averages():
+    for event in profiled_ops(step, steps):
         group = GROUPS.get(event.key, "the rest")
         totals[group] = totals.get(group, 0.0) + event.self_cpu_time_total
     whole = sum(totals.values())
@@ -106,6 +123,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--bf16", action="store_true", help="forwards under bf16 autocast")
+    parser.add_argument("--ops", type=int, default=0, help="also list the N costliest ops")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -120,6 +138,8 @@ def main() -> None:
         print(
             f"{name} step ({precision}, {args.threads} thread(s), {ms:.1f} ms of op time): {parts}"
         )
+        for line in top_ops(make(args.bf16), args.ops) if args.ops else []:
+            print(f"  {line}")
 
 
 if __name__ == "__main__":

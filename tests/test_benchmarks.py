@@ -101,6 +101,8 @@ def test_step_profile_shares_add_up_and_name_the_matrix_products():
         assert math.isclose(sum(result.values()), 100.0, rel_tol=1e-9)
         assert result["matrix products"] > 20  # a 1200- or 800-wide MLP step is mostly matmuls
     assert "dropout masks" in module.shares(module.teacher_step(), steps=2)
+    (costliest,) = module.top_ops(module.cached_distillation_step(), 1, steps=2)
+    assert costliest.startswith("aten::") and "a step" in costliest
 
 
 def load_reproduce_cost():
