@@ -74,14 +74,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--teacher", required=True, help="a finished MNIST teacher run")
     parser.add_argument("--data-dir", default=os.environ.get("KDISTILL_DATA"))
-    parser.add_argument("--student", default="mlp:800x800", help="an MLP spec, mlp:WxW")
+    parser.add_argument("--student", default="mlp:800x800", help="an MLP spec")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     python = [sys.executable, "-c"]
     decode = "from kdistill.runs import cached_dataset; cached_dataset('mnist', {!r})"
     rows = []
-    widths = [int(w) for w in args.student.split(":", 1)[1].split(",")[0].split("x")]
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from throughput import linear_shapes, seeded_model  # (torch, in this untimed process)
+
+    shapes = linear_shapes(seeded_model(args.student))
+    widths = [fan_out for _, fan_out in shapes[:-1]]  # the hidden layers
     for name, code in (
         ("torch alone: import, one SGD step", TORCH_ALONE.format(widths=widths)),
         ("import", "import kdistill.cli"),

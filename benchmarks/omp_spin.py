@@ -38,13 +38,12 @@ def child() -> None:
     import torch
 
     torch.set_num_threads(2)
-    teacher_shapes = [(784, 1200), (1200, 1200), (1200, 10)]
-    student_shapes = [(784, 800), (800, 800), (800, 10)]
     result = {}
-    for name, make, shapes in (
-        ("teacher", step_profile.teacher_step, teacher_shapes),
-        ("cached", step_profile.cached_distillation_step, student_shapes),
+    for name, make, spec in (
+        ("teacher", step_profile.teacher_step, throughput.TEACHER_SPEC),
+        ("cached", step_profile.cached_distillation_step, throughput.STUDENT_SPEC),
     ):
+        shapes = throughput.linear_shapes(throughput.seeded_model(spec))
         step = make()
         for _ in range(20):  # warm-up
             step()

@@ -85,7 +85,10 @@ def cached_distillation_step(bf16: bool = False) -> Callable[[], None]:
     return step
 
 
-def profiled_ops(step: Callable[[], None], steps: int = 50) -> list:
+STEPS = 50  # profiled per step kind, after 10 of warm-up
+
+
+def profiled_ops(step: Callable[[], None], steps: int = STEPS) -> list:
     """``torch.profiler``'s per-op averages over ``steps`` steps, after 10 of warm-up."""
     for _ in range(10):  # warm-up
         step()
@@ -95,9 +98,10 @@ def profiled_ops(step: Callable[[], None], steps: int = 50) -> list:
     return list(prof.key_averages())
 
 
-def top_ops(step: Callable[[], None], count: int, steps: int = 50) -> list[str]:
-    """The ``count`` ops of most self time: their share, calls per step and microseconds a call."""
-    events = sorted(profiled_ops(step, steps), key=lambda e: -e.self_cpu_time_total)
+def top_ops(events: list, count: int, steps: int) -> list[str]:
+    """The ``count`` ops of most self time among ``events`` (:func:`profiled_ops` over
+    ``steps`` steps): their share, calls per step and microseconds a call."""
+    events = sorted(events, key=lambda e: -e.self_cpu_time_total)
     whole = sum(e.self_cpu_time_total for e in events)
     return [
         f"{e.key}: {100 * e.self_cpu_time_total / whole:.1f}%, {e.count / steps:g} a step, "
@@ -106,10 +110,11 @@ def top_ops(step: Callable[[], None], count: int, steps: int = 50) -> list[str]:
     ]
 
 
-def shares(step: Callable[[], None], steps: int = 50) -> dict[str, float]:
-    """The share (%) of the profiled self time of each group of ops over ``steps`` steps."""
+def shares(events: list, steps: int) -> dict[str, float]:
+    """The share (%) of the self time of each group of ops among ``events`` (:func:`profiled_ops`
+    over ``steps`` steps), and the milliseconds of op time per step."""
     totals: dict[str, float] = {}
-    for event in profiled_ops(step, steps):
+    for event in events:
         group = GROUPS.get(event.key, "the rest")
         totals[group] = totals.get(group, 0.0) + event.self_cpu_time_total
     whole = sum(totals.values())
@@ -131,14 +136,15 @@ def main() -> None:
         ("teacher", teacher_step),
         ("cached distillation", cached_distillation_step),
     ):
-        result = shares(make(args.bf16))
+        events = profiled_ops(make(args.bf16), STEPS)
+        result = shares(events, STEPS)
         ms = result.pop("ms per step")
         parts = ", ".join(f"{g} {v:.0f}%" for g, v in sorted(result.items(), key=lambda x: -x[1]))
         precision = "bf16 autocast" if args.bf16 else "fp32"
         print(
             f"{name} step ({precision}, {args.threads} thread(s), {ms:.1f} ms of op time): {parts}"
         )
-        for line in top_ops(make(args.bf16), args.ops) if args.ops else []:
+        for line in top_ops(events, args.ops, STEPS) if args.ops else []:
             print(f"  {line}")
 
 

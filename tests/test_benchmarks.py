@@ -96,12 +96,12 @@ def test_step_profile_shares_add_up_and_name_the_matrix_products():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     for make in (module.teacher_step, module.cached_distillation_step):
-        result = module.shares(make(), steps=2)
+        result = module.shares(module.profiled_ops(make(), steps=2), steps=2)
         assert result.pop("ms per step") > 0
         assert math.isclose(sum(result.values()), 100.0, rel_tol=1e-9)
         assert result["matrix products"] > 20  # a 1200- or 800-wide MLP step is mostly matmuls
-    assert "dropout masks" in module.shares(module.teacher_step(), steps=2)
-    (costliest,) = module.top_ops(module.cached_distillation_step(), 1, steps=2)
+    assert "dropout masks" in module.shares(module.profiled_ops(module.teacher_step(), 2), 2)
+    (costliest,) = module.top_ops(module.profiled_ops(module.cached_distillation_step(), 2), 1, 2)
     assert costliest.startswith("aten::") and "a step" in costliest
 
 
