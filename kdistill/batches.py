@@ -9,7 +9,8 @@ which kind of data it has.
 
 The teacher's logits come from a lookup that :func:`teacher_lookup` sets on the source once:
 none (hard labels), the teacher run online on each batch, a cache by example index (computed
-once, or given), or a teacher-logits file looked up by example and jitter shift.
+once, or given), or a table by example and jitter shift (from a teacher-logits file, or
+computed once in memory: :func:`caches_views` decides).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from kdistill.evaluation import (
     predict_logits,
 )
 from kdistill.losses import check_labels
-from kdistill.teacher_logits import TeacherLogitsFile, raw_logit_table
+from kdistill.teacher_logits import TeacherLogitsFile, compute_teacher_logits, raw_logit_table
 
 #: One epoch's raw batches: ``(index, x, y, shifts, examples, share)``, see :class:`Batch`.
 RawBatches = Iterator[tuple[Tensor | None, Tensor, Tensor, Tensor | None, int, float]]
@@ -178,6 +179,13 @@ class BatchSource:
         """Each example's row in a teacher-logits file."""
         raise NotImplementedError
 
+    holds_images = False  # every example's image in memory: views can be computed at once
+
+    def teacher_views(self, members: list[nn.Module]) -> Tensor:
+        """The members' raw logits of every example (index order) under every jitter shift:
+        ``(M, V, N, C)``, view ``view_index(shift, max_shift)``."""
+        raise NotImplementedError
+
 
 class SplitSource(BatchSource):
     """An in-memory Split (the fast path), shuffled by kdistill from the run's generator.
@@ -223,6 +231,15 @@ class SplitSource(BatchSource):
     def file_positions(self, logits_file: TeacherLogitsFile) -> Tensor:
         # by canonical example index, labels checked example by example
         return logits_file.positions(self.split.example_ids, self.split.labels)
+
+    holds_images = True
+
+    def teacher_views(self, members: list[nn.Module]) -> Tensor:
+        # each rank computes its shard's views, then all gather (along the examples)
+        size, ctx = len(self), self.ctx
+        shard = distributed.shard_slice(size, ctx.rank, ctx.world_size)
+        views = compute_teacher_logits(members, self.images[shard], self.max_shift)
+        return distributed.all_gather_rows(views.to(self.images.device), size, dim=-2)
 
     def _batches(self, generator: torch.Generator) -> RawBatches:
         """This rank's ``(index, x, y, shifts, examples, share)`` of each global batch.
@@ -331,21 +348,50 @@ def teacher_lookup(
     batch_size: int,
     bf16: bool,
     device: torch.device,
+    views: bool = False,
+    epochs: int = 1,
 ) -> TeacherLookup:
     """Where each batch's teacher logits come from (``source`` already on ``device``).
 
     ``given``: logits of every example (always used) or a teacher-logits file. Otherwise the
     teacher's logits are cached (``cache``, ``batch_size`` examples a pass, in fp32) when the
     transfer set is the same every epoch (no jitter, no random transforms) and batches carry
-    example indices; else the teacher runs online (under bf16 autocast when ``bf16``).
+    example indices; under jitter, every example's logits under every shift are computed once
+    (in fp32) where ``views`` allows and :func:`caches_views` says it pays over ``epochs``;
+    else the teacher runs online (under bf16 autocast when ``bf16``).
     """
     if isinstance(given, TeacherLogitsFile):
         return FileViews(_file_table(source, given, num_classes, device), source.max_shift)
     members = as_members(teacher)
     if not members and given is None:
         return NoTeacher()
+    if given is None and caches_views(source, len(members), num_classes, views, epochs):
+        table = source.teacher_views(members).clone()  # a normal tensor, not an inference one
+        return FileViews(table[0] if len(members) == 1 else table, source.max_shift)
     logits = _cached_logits(source, teacher, given, num_classes, cache, batch_size, device)
     return OnlineTeacher(members, device, bf16) if logits is None else CachedLogits(logits)
+
+
+# The largest table of jittered views kept in memory (10 members x 25 views of MNIST: 600 MB).
+VIEW_CACHE_MAX_BYTES = 2 * 1024**3
+
+
+def caches_views(
+    source: BatchSource, members: int, num_classes: int, allowed: bool, epochs: int
+) -> bool:
+    """The rule for a jittered transfer set: compute the teacher's logits of every example under
+    every shift once, instead of running the teacher on each batch?
+
+    Yes when ``allowed`` (``TrainConfig.cache_jitter_views``), the examples are in memory, the
+    (2K + 1)^2 views cost no more teacher passes over the data than the run's ``epochs`` do
+    online, and the fp32 table fits :data:`VIEW_CACHE_MAX_BYTES`. Each batch then looks its
+    examples' soft targets up by shift, exactly those the online teacher gives (to float
+    rounding: the passes are batched differently).
+    """
+    views = (2 * source.max_shift + 1) ** 2
+    if not (allowed and source.max_shift > 0 and source.holds_images and views <= epochs):
+        return False
+    return 4 * members * views * len(source) * num_classes <= VIEW_CACHE_MAX_BYTES
 
 
 def _cached_logits(

@@ -34,9 +34,13 @@ RUN_ADDED: dict[str, Any] = {"teacher_model": None, "holdout_fraction": 0.0, "te
 TRAIN_IDENTITY = (
     "epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule", "lr_decay",
     "max_norm", "grad_clip", "jitter", "loss", "loss_args", "val_fraction", "patience", "seed",
-    "eval_batch_size", "test_every", "cache_teacher_logits", "bf16", "device",
+    "eval_batch_size", "test_every", "cache_teacher_logits", "cache_jitter_views", "bf16",
+    "device",
 )  # fmt: skip
-TRAIN_ADDED: dict[str, Any] = {"lr_decay": 1.0, "grad_clip": None, "test_every": 1}
+# (runs made before cache_jitter_views ran a jittered transfer set's teacher online)
+TRAIN_ADDED: dict[str, Any] = {
+    "lr_decay": 1.0, "grad_clip": None, "test_every": 1, "cache_jitter_views": False,
+}  # fmt: skip
 # TrainConfig fields of configs saved before the loss was an object ("loss" and "loss_args").
 TRAIN_LEGACY = ("temperature", "alpha")
 
@@ -74,6 +78,10 @@ def current_train_config(saved: Mapping[str, Any], *, distilling: bool) -> dict[
     train["loss"], train["loss_args"] = resolve_loss(
         train.get("loss"), train.get("loss_args"), distilling=distilling
     )
+    if not (distilling and train.get("jitter")):
+        # it changes only a distillation on a jittered transfer set: elsewhere every version's
+        # run is the same run whatever it says
+        train["cache_jitter_views"] = True
     return train
 
 

@@ -84,6 +84,9 @@ class TrainConfig:
     eval_batch_size: int = 2000
     test_every: int = 1  # score the test set after every N-th epoch (and the last) for history
     cache_teacher_logits: bool = True
+    # under jitter, the teacher's logits of every example under every shift, computed once
+    # (when that costs fewer teacher passes than the epochs: kdistill.batches.caches_views)
+    cache_jitter_views: bool = True
     bf16: bool = False  # bf16 autocast for forward passes; weights stay fp32
     device: str = "auto"
 
@@ -336,7 +339,8 @@ def _prepare(
     batches.teacher = teacher_lookup(
         batches, teacher, teacher_logits, num_classes=num_classes,
         cache=config.cache_teacher_logits, batch_size=config.eval_batch_size, bf16=config.bf16,
-        device=device,
+        device=device, views=config.cache_jitter_views and config.cache_teacher_logits,
+        epochs=config.epochs,
     )  # fmt: skip
     check_ensemble_support(objective, batches.teacher.members)
     optimizer = _make_optimizer(model, config)

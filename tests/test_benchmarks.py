@@ -138,3 +138,16 @@ def test_reproduce_cost_cuts_every_run_and_keeps_the_plan(tmp_path):
         assert [key.replace("-3ep", suffix) for key in short.runs] == list(full.runs)
         assert {spec.train.epochs for spec in short.runs.values()} == {3}
         assert max(spec.train.epochs for spec in full.runs.values()) > 3
+
+
+def test_jitter_views_benchmark_runs_both_ways_to_the_same_student(monkeypatch):
+    monkeypatch.delenv("KDISTILL_DATA", raising=False)  # random tensors: no data needed
+    path = BENCHMARK.parent / "jitter_views.py"
+    spec = importlib.util.spec_from_file_location("kdistill_benchmark_jitter_views", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = module.main(["--quick"])
+    assert [row["teacher"] for row in rows] == list(module.TEACHERS)
+    for row in rows:  # the views computed once give the online teacher's soft targets
+        assert row["test_errors_views"] == row["test_errors_online"]
+        assert row["online_s"] > 0 and row["views_once_s"] > 0

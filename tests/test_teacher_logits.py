@@ -3,11 +3,13 @@ lookup by example for transfer subsets, and every refusal (one line, nothing wri
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import re
 import shlex
 import sys
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,10 @@ from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_save
 from torch import nn
 
+import kdistill.batches
+from kdistill.batches import batch_source, caches_views
 from kdistill.cli import main
+from kdistill.compat import config_differences, current_train_config
 from kdistill.data import (
     drop_classes,
     jitter,
@@ -205,6 +210,62 @@ def test_jittered_distillation_from_the_file_equals_the_online_teacher(
     assert [r["test_errors"] for r in online] == [r["test_errors"] for r in cached]
     for a, b in zip(online, cached, strict=True):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+
+
+def _counting_forwards(model: nn.Module) -> list[int]:
+    """Count the examples ``model`` is run on (one entry per forward pass)."""
+    seen: list[int] = []
+    model.register_forward_hook(lambda module, args, out: seen.append(len(args[0])))
+    return seen
+
+
+@pytest.mark.parametrize("ensemble", [False, True])
+def test_jittered_views_computed_once_equal_the_online_teacher(digits, teacher, ensemble):
+    # 9 epochs at jitter 1: its 9 views cost no more teacher passes than running it online
+    config = TrainConfig(epochs=9, jitter=1, loss_args={"temperature": 4.0}, lr=0.05, device="cpu")
+    runs = {}
+    for views in (True, False):
+        members = [copy.deepcopy(teacher) for _ in range(2 if ensemble else 1)]
+        seen = [_counting_forwards(member) for member in members]
+        student = _student()
+        run_config = replace(config, cache_jitter_views=views)
+        given = members if ensemble else members[0]
+        result = fit(
+            student, digits.train, run_config, teacher=given, test=digits.test, progress=False
+        )
+        runs[views] = result.history, evaluate(student, digits.test)["errors"], seen
+    (cached, cached_errors, cached_seen), (online, online_errors, online_seen) = runs.values()
+    assert cached_errors == online_errors
+    assert [r["test_errors"] for r in cached] == [r["test_errors"] for r in online]
+    for a, b in zip(cached, online, strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+    examples = len(digits.train)
+    for member_cached, member_online in zip(cached_seen, online_seen, strict=True):
+        # (+ 1: fit first checks each model on one example)
+        assert sum(member_online) == 9 * examples + 1  # every epoch, on each batch
+        assert sum(member_cached) == 9 * examples + 1  # once, on each example's 9 views
+        assert len(member_cached) < len(member_online) / 10  # in a few large passes
+
+
+def test_jittered_views_are_cached_only_where_they_pay(digits, teacher, monkeypatch):
+    source = batch_source(digits.train, 128, max_shift=2)  # 25 views
+    assert caches_views(source, 1, 10, allowed=True, epochs=25)
+    assert not caches_views(source, 1, 10, allowed=True, epochs=24)  # online is cheaper
+    assert not caches_views(source, 1, 10, allowed=False, epochs=60)
+    assert not caches_views(batch_source(digits.train, 128, 0), 1, 10, allowed=True, epochs=60)
+    table = 4 * 3 * 25 * len(digits.train) * 10  # three members' fp32 views
+    monkeypatch.setattr(kdistill.batches, "VIEW_CACHE_MAX_BYTES", table)
+    assert caches_views(source, 3, 10, allowed=True, epochs=60)
+    assert not caches_views(source, 4, 10, allowed=True, epochs=60)  # would not fit
+    # a run saved before the option ran its jittered teacher online, and resumes so; on runs
+    # it cannot change (no jitter, no teacher) the option is not part of what a run is
+    new = asdict(TrainConfig(epochs=60, jitter=2))
+    saved = {key: value for key, value in new.items() if key != "cache_jitter_views"}
+    assert current_train_config(saved, distilling=True)["cache_jitter_views"] is False
+    assert config_differences(saved, new, distilling=True) == ["cache_jitter_views: False -> True"]
+    assert config_differences(saved, new, distilling=False) == []
+    unjittered = {**saved, "jitter": 0}
+    assert config_differences(unjittered, {**new, "jitter": 0}, distilling=True) == []
 
 
 def test_transfer_subsets_look_the_file_up_by_example(digits, teacher, logits_file):
