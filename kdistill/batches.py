@@ -15,6 +15,7 @@ computed once in memory: :func:`caches_views` decides).
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -366,7 +367,7 @@ def teacher_lookup(
     if not members and given is None:
         return NoTeacher()
     if given is None and caches_views(source, len(members), num_classes, views, epochs):
-        table = source.teacher_views(members).clone()  # a normal tensor, not an inference one
+        table = _views_of(source, members)
         return FileViews(table[0] if len(members) == 1 else table, source.max_shift)
     logits = _cached_logits(source, teacher, given, num_classes, cache, batch_size, device)
     return OnlineTeacher(members, device, bf16) if logits is None else CachedLogits(logits)
@@ -392,6 +393,37 @@ def caches_views(
     if not (allowed and source.max_shift > 0 and source.holds_images and views <= epochs):
         return False
     return 4 * members * views * len(source) * num_classes <= VIEW_CACHE_MAX_BYTES
+
+
+# The last views table computed in this process, by what it was computed from: the runs of a
+# sweep, or of a reproduction worker, that distil one ensemble on one transfer set compute it once.
+_last_views: tuple[tuple, Tensor] | None = None
+
+
+def _views_of(source: SplitSource, members: list[nn.Module]) -> Tensor:
+    """``source.teacher_views(members)``, reused from the run before when the members (their
+    modules and every weight), the examples, the jitter and the threads are the same, so the
+    table is bit for bit the one computing it again would give."""
+    global _last_views
+    key = (
+        _digest(source.images),
+        source.max_shift,
+        tuple((repr(member), _state_digest(member)) for member in members),
+        torch.get_num_threads(),
+    )
+    if _last_views is None or _last_views[0] != key:
+        _last_views = None  # (the old table freed before the new one is made)
+        _last_views = key, source.teacher_views(members).clone()  # not an inference tensor
+    return _last_views[1]
+
+
+def _digest(tensor: Tensor) -> str:
+    data = tensor.detach().cpu().contiguous().flatten().view(torch.uint8).numpy()
+    return f"{tensor.dtype}{tuple(tensor.shape)}{tensor.device}:{hashlib.sha256(data).hexdigest()}"
+
+
+def _state_digest(module: nn.Module) -> tuple[tuple[str, str], ...]:
+    return tuple((name, _digest(value)) for name, value in module.state_dict().items())
 
 
 def _cached_logits(

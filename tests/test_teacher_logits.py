@@ -247,6 +247,30 @@ def test_jittered_views_computed_once_equal_the_online_teacher(digits, teacher, 
         assert len(member_cached) < len(member_online) / 10  # in a few large passes
 
 
+def test_the_next_run_from_the_same_teacher_reuses_its_views(digits, teacher):
+    """A sweep's cells (or a reproduction worker's runs) from one teacher on one transfer set
+    compute the views once; the runs are the same bit for bit; other weights, other views."""
+    config = TrainConfig(epochs=9, jitter=1, loss_args={"temperature": 4.0}, lr=0.05, device="cpu")
+    twin = copy.deepcopy(teacher)  # another object with the same weights: the same views
+    seen = [_counting_forwards(model) for model in (teacher, twin)]
+    histories = []
+    for model in (teacher, twin):
+        histories.append(
+            fit(_student(), digits.train, config, teacher=model, progress=False).history
+        )
+    without_time = [
+        [{k: v for k, v in row.items() if k != "seconds"} for row in h] for h in histories
+    ]
+    assert without_time[0] == without_time[1]
+    assert sum(seen[1]) == 1  # only fit's check of the model on one example
+    changed = copy.deepcopy(teacher)
+    with torch.no_grad():
+        changed[1].bias[0] += 1.0
+    seen_changed = _counting_forwards(changed)
+    fit(_student(), digits.train, config, teacher=changed, progress=False)
+    assert sum(seen_changed) == 9 * len(digits.train) + 1  # computed again
+
+
 def test_jittered_views_are_cached_only_where_they_pay(digits, teacher, monkeypatch):
     source = batch_source(digits.train, 128, max_shift=2)  # 25 views
     assert caches_views(source, 1, 10, allowed=True, epochs=25)
