@@ -3,6 +3,7 @@
 Usage::
 
     python benchmarks/reproduce_cost.py --profile paper --seeds 3 --jobs 2   # ~8 min, 2 idle cores
+    python benchmarks/reproduce_cost.py --from-records FOLDER [FOLDER ...]   # seconds, no training
 
 Runs every run of the profile's plan cut to ``--epochs`` epochs (3), ``--jobs`` at a time, as
 ``kdistill reproduce --jobs`` does, into ``--out`` (a scratch folder). Then each run's cost is
@@ -14,28 +15,37 @@ order, a run waits for its teachers), plus what the cut reproduction spent outsi
 
 A run that stops early (patience) is counted at its full epochs: the estimate is an upper
 bound there. Prints the table and writes it with the machine's load to ``--json``.
+
+``--from-records`` trains nothing: each run's cost is the ``train_seconds`` that its finished
+record says (the first of the folders that holds it), scheduled the same way; what a
+reproduction spends outside its runs is not counted.
 """
 
 from __future__ import annotations
 
+# isort: off
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this clone's kdistill
+import kdistill  # noqa: E402, F401  (before torch: it sets OMP_WAIT_POLICY)
+
+# isort: on
 import argparse
 import heapq
 import json
 import os
 import statistics
-import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from kdistill.experiments import hinton2015 as h  # noqa: E402
 from kdistill.experiments.jobs import ready_runs  # noqa: E402
 from kdistill.runs import git_commit, read_history  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def cut(profile: h.Profile, epochs: int) -> h.Profile:
@@ -95,6 +105,29 @@ def estimate(profile: h.Profile, out: Path, seeds: int, jobs: int, epochs: int, 
     }
 
 
+def from_records(profile: h.Profile, folders: list[Path], seeds: int, jobs: int) -> dict:
+    """The schedule of the plan's runs at the times their finished records took."""
+    the_plan = h.plan(profile, folders[0], seeds=seeds)
+    order, seconds, sources = list(the_plan.runs), {}, {}
+    for key in order:
+        found = [folder for folder in folders if (folder / key / "metrics.json").exists()]
+        if not found:
+            raise SystemExit(f"no finished record of {key} in {', '.join(map(str, folders))}")
+        seconds[key] = json.loads((found[0] / key / "metrics.json").read_text())["train_seconds"]
+        sources[str(found[0])] = sources.get(str(found[0]), 0) + 1
+    teachers = {
+        key: {str(Path(t).resolve().relative_to(folders[0].resolve())) for t in spec.teachers}
+        for key, spec in the_plan.runs.items()
+    }
+    return {
+        "runs": len(order),
+        "runs_by_folder": sources,
+        "teacher_min": round(seconds[h.teacher_key()] / 60, 1),
+        "training_summed_min": round(sum(seconds.values()) / 60, 1),
+        "wall_min": round(makespan(order, teachers, seconds, jobs) / 60, 1),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     """Measure, print and write the estimate."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -105,16 +138,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "reproduce-cost")
     parser.add_argument("--data-dir", default=os.environ.get("KDISTILL_DATA"))
     parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument(
+        "--from-records", type=Path, nargs="+", help="run folders of finished runs: no training"
+    )
     args = parser.parse_args(argv)
     load = os.getloadavg()
-    result = estimate(
-        h.PROFILES[args.profile],
-        args.out.resolve(),
-        args.seeds,
-        args.jobs,
-        args.epochs,
-        args.data_dir,
-    )
+    profile = h.PROFILES[args.profile]
+    if args.from_records:
+        result = from_records(profile, args.from_records, args.seeds, args.jobs)
+    else:
+        out = args.out.resolve()
+        result = estimate(profile, out, args.seeds, args.jobs, args.epochs, args.data_dir)
     result = {
         "profile": args.profile,
         "seeds": args.seeds,
@@ -126,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     result["load_average_before_after"] = [load[0], os.getloadavg()[0]]
     for name in ("runs", "teacher_min", "training_summed_min", "outside_runs_s", "wall_min"):
-        print(f"{name:>22}: {result[name]}")
+        if name in result:
+            print(f"{name:>22}: {result[name]}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
     return 0

@@ -11,6 +11,7 @@ import math
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 BENCHMARK = Path(__file__).resolve().parent.parent / "benchmarks" / "throughput.py"
@@ -151,3 +152,23 @@ def test_jitter_views_benchmark_runs_both_ways_to_the_same_student(monkeypatch):
     for row in rows:  # the views computed once give the online teacher's soft targets
         assert row["test_errors_views"] == row["test_errors_online"]
         assert row["online_s"] > 0 and row["views_once_s"] > 0
+
+
+def test_reproduce_cost_from_records_schedules_their_recorded_times(tmp_path):
+    """--from-records: each run at its record's train_seconds, the first folder holding it."""
+    from kdistill.experiments import hinton2015 as h
+
+    cost = load_reproduce_cost()
+    profile = h.PROFILES["quick"]
+    keys = list(h.plan(profile, tmp_path / "a", seeds=1).runs)
+    for number, key in enumerate(keys):  # the first half in one folder, the rest in another
+        folder = tmp_path / ("a" if number < len(keys) // 2 else "b") / key
+        folder.mkdir(parents=True)
+        (folder / "metrics.json").write_text(json.dumps({"train_seconds": 60.0}))
+    result = cost.from_records(profile, [tmp_path / "a", tmp_path / "b"], seeds=1, jobs=2)
+    assert result["runs"] == len(keys) and result["training_summed_min"] == len(keys)
+    assert sorted(result["runs_by_folder"].values()) == [len(keys) // 2, len(keys) - len(keys) // 2]
+    # two workers: at least half the sum, and the teacher's chain (teacher, then a student)
+    assert len(keys) / 2 <= result["wall_min"] < len(keys)
+    with pytest.raises(SystemExit, match="no finished record"):
+        cost.from_records(profile, [tmp_path / "a"], seeds=1, jobs=2)
