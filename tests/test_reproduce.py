@@ -54,7 +54,19 @@ def test_plan_declares_every_experiment_once_with_teachers_first(tmp_path: Path)
                 f"300x300/seed{seed}" if temperature is None else f"-T{temperature:g}/seed{seed}"
             )
     assert h.ensemble_key("mnist", the_plan.profile, 3) not in the_plan.runs
-    assert len([key for key in keys if "/ensemble10-" in key]) == 2 * 3 * 3
+    # and again with members and distilled models jittered by 2 px (members that do not
+    # memorise), in runs of their own
+    unjittered, jittered = h.ensemble_variants(the_plan.profile)
+    assert (unjittered.ensemble_jitter, jittered.ensemble_jitter) == (0, 2)
+    for dataset in ("mnist", "fashion-mnist"):
+        key = h.ensemble_key(dataset, jittered, 2, 5.0)
+        assert key == f"{dataset}/ensemble10-distilled-300x300-jitter2-T5/seed2"
+        members = [
+            str(Path(m).relative_to(tmp_path.resolve())) for m in the_plan.runs[key].teachers
+        ]
+        assert members == [f"{dataset}/hard-300x300-jitter2/seed{k}" for k in range(10)]
+        assert {the_plan.runs[k].train.jitter for k in [*members, key]} == {2}
+    assert len([key for key in keys if "/ensemble10-" in key]) == 2 * 2 * 3 * 3
     omit = the_plan.runs[h.omit_key(1)]
     assert omit.drop_classes == [3] and omit.holdout_fraction > 0 and omit.train.seed == 1
 
@@ -85,7 +97,8 @@ def test_jittered_ensembles_jitter_members_and_distilled_models_alike(tmp_path: 
 def test_ensemble_weight_decay_regularises_members_and_students_alike(tmp_path: Path) -> None:
     """ensemble_weight_decay: the members and the models distilled from them decay their
     weights alike, in runs of their own; every other run keeps its settings and name."""
-    profile = replace(h.PROFILES["paper"], ensemble_weight_decay=5e-4)
+    unchanged = replace(h.PROFILES["paper"], regularised_ensemble_jitter=0)  # one variant
+    profile = replace(unchanged, ensemble_weight_decay=5e-4)
     the_plan = h.plan(profile, tmp_path)
     key = h.ensemble_key("mnist", profile, 0, 5.0)
     assert key == "mnist/ensemble10-distilled-300x300-wd0.0005-T5/seed0"
@@ -94,7 +107,7 @@ def test_ensemble_weight_decay_regularises_members_and_students_alike(tmp_path: 
     assert members[0] == "mnist/hard-300x300-wd0.0005/seed0"
     decays = {the_plan.runs[k].train.weight_decay for k in [*members, key]}
     assert decays == {5e-4}
-    unchanged = h.plan(h.PROFILES["paper"], tmp_path)
+    unchanged = h.plan(unchanged, tmp_path)
     assert the_plan.runs[h.hard_key("mnist", "mlp:300x300", 0)].train.weight_decay == 0.0
     others = {k: v for k, v in the_plan.runs.items() if "wd" not in k}
     assert len(the_plan.runs) - len(others) == 2 * (10 + 9)  # members, distilled models
