@@ -66,7 +66,8 @@ def test_plan_declares_every_experiment_once_with_teachers_first(tmp_path: Path)
         ]
         assert members == [f"{dataset}/hard-300x300-jitter2/seed{k}" for k in range(10)]
         assert {the_plan.runs[k].train.jitter for k in [*members, key]} == {2}
-    assert len([key for key in keys if "/ensemble10-" in key]) == 2 * 2 * 3 * 3
+    assert jittered.ensemble_temperatures == (5.0,)  # and the main T = 20
+    assert len([key for key in keys if "/ensemble10-" in key]) == 2 * 3 * 3 + 2 * 2 * 3
     omit = the_plan.runs[h.omit_key(1)]
     assert omit.drop_classes == [3] and omit.holdout_fraction > 0 and omit.train.seed == 1
 
