@@ -8,10 +8,11 @@ Usage::
 Runs every run of the profile's plan cut to ``--epochs`` epochs (3), ``--jobs`` at a time, as
 ``kdistill reproduce --jobs`` does, into ``--out`` (a scratch folder). Then each run's cost is
 its full epochs x the median of its measured epochs + its measured time outside them (its
-``train_seconds`` minus its epochs: caching the teacher's logits, the early setup), and the
-whole reproduction's wall time is the schedule of those costs as ``--jobs`` workers run it (plan
-order, a run waits for its teachers), plus what the cut reproduction spent outside its runs'
-``train_seconds`` (each run's evaluation, cost table and files; the report; the plots).
+``train_seconds``, which start at its first epoch, minus its epochs: checkpoints and the like),
+and the whole reproduction's wall time is the schedule of those costs as ``--jobs`` workers run
+it (plan order, a run waits for its teachers), plus what the cut reproduction spent outside its
+runs' ``train_seconds`` (each run's data, teacher logits, evaluation, cost table and files; the
+report; the plots).
 
 A run that stops early (patience) is counted at its full epochs: the estimate is an upper
 bound there. Prints the table and writes it with the machine's load to ``--json``.
