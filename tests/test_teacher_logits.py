@@ -219,8 +219,16 @@ def _counting_forwards(model: nn.Module) -> list[int]:
     return seen
 
 
+@pytest.fixture
+def no_views_kept(monkeypatch):
+    """No views table left by an earlier test: each test counts the teacher passes it makes."""
+    monkeypatch.setattr(kdistill.batches, "_last_views", None)
+
+
 @pytest.mark.parametrize("ensemble", [False, True])
-def test_jittered_views_computed_once_equal_the_online_teacher(digits, teacher, ensemble):
+def test_jittered_views_computed_once_equal_the_online_teacher(
+    digits, teacher, ensemble, no_views_kept
+):
     # 9 epochs at jitter 1: its 9 views cost no more teacher passes than running it online
     config = TrainConfig(epochs=9, jitter=1, loss_args={"temperature": 4.0}, lr=0.05, device="cpu")
     runs = {}
@@ -247,7 +255,7 @@ def test_jittered_views_computed_once_equal_the_online_teacher(digits, teacher, 
         assert len(member_cached) < len(member_online) / 10  # in a few large passes
 
 
-def test_the_next_run_from_the_same_teacher_reuses_its_views(digits, teacher):
+def test_the_next_run_from_the_same_teacher_reuses_its_views(digits, teacher, no_views_kept):
     """A sweep's cells (or a reproduction worker's runs) from one teacher on one transfer set
     compute the views once; the runs are the same bit for bit; other weights, other views."""
     config = TrainConfig(epochs=9, jitter=1, loss_args={"temperature": 4.0}, lr=0.05, device="cpu")
