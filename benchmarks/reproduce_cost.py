@@ -72,6 +72,14 @@ def makespan(order: list[str], teachers: dict[str, set[str]], seconds: dict, job
     return now
 
 
+def teachers_by_key(the_plan, out: Path) -> dict[str, set[str]]:
+    """Each run's teachers, by their keys in the plan (folders relative to ``out``)."""
+    return {
+        key: {str(Path(t).resolve().relative_to(out)) for t in spec.teachers}
+        for key, spec in the_plan.runs.items()
+    }
+
+
 def estimate(profile: h.Profile, out: Path, seeds: int, jobs: int, epochs: int, data_dir) -> dict:
     """Run the cut plan into ``out`` and scale each run to its full epochs."""
     short_profile = cut(profile, epochs)
@@ -83,10 +91,7 @@ def estimate(profile: h.Profile, out: Path, seeds: int, jobs: int, epochs: int, 
         h.plan(profile, out, seeds=seeds),
     )
     order = list(short_plan.runs)
-    teachers = {
-        key: {str(Path(t).resolve().relative_to(out)) for t in spec.teachers}
-        for key, spec in short_plan.runs.items()
-    }
+    teachers = teachers_by_key(short_plan, out)
     short, full = {}, {}
     for key, full_spec in zip(order, full_plan.runs.values(), strict=True):
         metrics = json.loads((out / key / "metrics.json").read_text())
@@ -116,10 +121,7 @@ def from_records(profile: h.Profile, folders: list[Path], seeds: int, jobs: int)
             raise SystemExit(f"no finished record of {key} in {', '.join(map(str, folders))}")
         seconds[key] = json.loads((found[0] / key / "metrics.json").read_text())["train_seconds"]
         sources[str(found[0])] = sources.get(str(found[0]), 0) + 1
-    teachers = {
-        key: {str(Path(t).resolve().relative_to(folders[0].resolve())) for t in spec.teachers}
-        for key, spec in the_plan.runs.items()
-    }
+    teachers = teachers_by_key(the_plan, folders[0].resolve())
     return {
         "runs": len(order),
         "runs_by_folder": sources,

@@ -15,7 +15,6 @@ computed once in memory: :func:`caches_views` decides).
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,7 +44,13 @@ from kdistill.evaluation import (
     predict_logits,
 )
 from kdistill.losses import check_labels
-from kdistill.teacher_logits import TeacherLogitsFile, compute_teacher_logits, raw_logit_table
+from kdistill.teacher_logits import (
+    TeacherLogitsFile,
+    compute_teacher_logits,
+    raw_logit_table,
+    split_sha256,
+    tensor_sha256,
+)
 
 #: One epoch's raw batches: ``(index, x, y, shifts, examples, share)``, see :class:`Batch`.
 RawBatches = Iterator[tuple[Tensor | None, Tensor, Tensor, Tensor | None, int, float]]
@@ -406,9 +411,10 @@ def _views_of(source: SplitSource, members: list[nn.Module]) -> Tensor:
     table is bit for bit the one computing it again would give."""
     global _last_views
     key = (
-        _digest(source.images),
+        split_sha256(source.split),
+        str(source.images.device),
         source.max_shift,
-        tuple((repr(member), _state_digest(member)) for member in members),
+        tuple((repr(member), _state_sha256(member)) for member in members),
         torch.get_num_threads(),
     )
     if _last_views is None or _last_views[0] != key:
@@ -417,13 +423,10 @@ def _views_of(source: SplitSource, members: list[nn.Module]) -> Tensor:
     return _last_views[1]
 
 
-def _digest(tensor: Tensor) -> str:
-    data = tensor.detach().cpu().contiguous().flatten().view(torch.uint8).numpy()
-    return f"{tensor.dtype}{tuple(tensor.shape)}{tensor.device}:{hashlib.sha256(data).hexdigest()}"
-
-
-def _state_digest(module: nn.Module) -> tuple[tuple[str, str], ...]:
-    return tuple((name, _digest(value)) for name, value in module.state_dict().items())
+def _state_sha256(module: nn.Module) -> tuple[tuple[str, str, str], ...]:
+    """Each tensor of ``module``'s state: its name, dtype and sha256."""
+    state = module.state_dict().items()
+    return tuple((name, str(value.dtype), tensor_sha256(value)) for name, value in state)
 
 
 def _cached_logits(

@@ -231,7 +231,7 @@ def write_teacher_logits(
         "shift_convention": SHIFT_CONVENTION,
         "dtype": dtype,
         "compute": compute,
-        "tensors_sha256": json.dumps({k: _tensor_sha256(v) for k, v in tensors.items()}),
+        "tensors_sha256": json.dumps({k: tensor_sha256(v) for k, v in tensors.items()}),
         "kdistill": kdistill.__version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -241,7 +241,8 @@ def write_teacher_logits(
     return hashlib.sha256(payload).hexdigest()
 
 
-def _tensor_sha256(tensor: Tensor) -> str:
+def tensor_sha256(tensor: Tensor) -> str:
+    """sha256 of a tensor's bytes (any dtype or device), in its logical order."""
     raw = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
     return hashlib.sha256(raw.numpy()).hexdigest()
 
@@ -451,7 +452,7 @@ def _parse(path: Path, payload: bytes) -> tuple[dict[str, Tensor], dict[str, str
     ):
         raise KDistillError(f"{corrupt}: its metadata fails its checksum")
     for name, tensor in tensors.items():
-        if _tensor_sha256(tensor) != recorded[name]:
+        if tensor_sha256(tensor) != recorded[name]:
             raise KDistillError(f"{corrupt}: the bytes of '{name}' fail their checksum")
     return tensors, metadata
 
