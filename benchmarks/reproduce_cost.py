@@ -57,7 +57,13 @@ def cut(profile: h.Profile, epochs: int) -> h.Profile:
     }
     cut_epochs = {name: replace(config, epochs=epochs) for name, config in trainings.items()}
     ensemble_epochs = epochs if profile.ensemble_epochs is not None else None
-    return replace(profile, **cut_epochs, ensemble_epochs=ensemble_epochs)
+    regularised = tuple(
+        replace(ensemble, epochs=epochs) if ensemble.epochs is not None else ensemble
+        for ensemble in profile.regularised_ensembles
+    )
+    return replace(
+        profile, **cut_epochs, ensemble_epochs=ensemble_epochs, regularised_ensembles=regularised
+    )
 
 
 def makespan(order: list[str], teachers: dict[str, set[str]], seconds: dict, jobs: int) -> float:

@@ -40,9 +40,9 @@ def test_plan_declares_every_experiment_once_with_teachers_first(tmp_path: Path)
     # 3 widths x 7 temperatures; the 800 / T=20 cell is the main table's distilled run
     assert sum(k.startswith("mnist/distill-") and k.endswith("seed0") for k in keys) == 21
     # the ensembles: 10 members from seeds 0..9, each planned once, distilled into their size
-    # from 3 seeds at T = 20 (the main one), 2 and 5
+    # from 3 seeds at T = 20 (the main one) and 5
     for dataset in ("mnist", "fashion-mnist"):
-        for seed, temperature in itertools.product(range(3), (None, 2.0, 5.0)):
+        for seed, temperature in itertools.product(range(3), (None, 5.0)):
             key = h.ensemble_key(dataset, the_plan.profile, seed, temperature)
             distilled = the_plan.runs[key]
             members = [str(Path(m).relative_to(tmp_path.resolve())) for m in distilled.teachers]
@@ -54,20 +54,27 @@ def test_plan_declares_every_experiment_once_with_teachers_first(tmp_path: Path)
                 f"300x300/seed{seed}" if temperature is None else f"-T{temperature:g}/seed{seed}"
             )
     assert h.ensemble_key("mnist", the_plan.profile, 3) not in the_plan.runs
-    # and again with members and distilled models jittered by 2 px (members that do not
-    # memorise), in runs of their own
-    unjittered, jittered = h.ensemble_variants(the_plan.profile)
-    assert (unjittered.ensemble_jitter, jittered.ensemble_jitter) == (0, 2)
-    for dataset in ("mnist", "fashion-mnist"):
-        key = h.ensemble_key(dataset, jittered, 2, 5.0)
-        assert key == f"{dataset}/ensemble10-distilled-300x300-jitter2-T5/seed2"
+    # and again with members that do not memorise, in runs of their own: members and
+    # distilled models jittered by 2 px on MNIST, by 1 px for 120 epochs on Fashion-MNIST
+    unjittered, *regularised = h.ensemble_variants(the_plan.profile)
+    assert unjittered.ensemble_jitter == 0 and unjittered.ensemble_epochs is None
+    for variant, dataset, jitter, epochs in zip(
+        regularised, ("mnist", "fashion-mnist"), (2, 1), (60, 120), strict=True
+    ):
+        assert variant.ensemble_datasets == (dataset,)
+        assert variant.ensemble_temperatures == (5.0,)  # only: not the main T = 20
+        tag = f"jitter{jitter}" + ("-120ep" if epochs == 120 else "")
+        key = h.ensemble_key(dataset, variant, 2, 5.0)
+        assert key == f"{dataset}/ensemble10-distilled-300x300-{tag}-T5/seed2"
         members = [
             str(Path(m).relative_to(tmp_path.resolve())) for m in the_plan.runs[key].teachers
         ]
-        assert members == [f"{dataset}/hard-300x300-jitter2/seed{k}" for k in range(10)]
-        assert {the_plan.runs[k].train.jitter for k in [*members, key]} == {2}
-    assert jittered.ensemble_temperatures == (5.0,)  # and the main T = 20
-    assert len([key for key in keys if "/ensemble10-" in key]) == 2 * 3 * 3 + 2 * 2 * 3
+        assert members == [f"{dataset}/hard-300x300-{tag}/seed{k}" for k in range(10)]
+        runs = [the_plan.runs[k] for k in [*members, key]]
+        assert {(run.dataset, run.train.jitter, run.train.epochs) for run in runs} == {
+            (dataset, jitter, epochs)
+        }
+    assert len([key for key in keys if "/ensemble10-" in key]) == 2 * 2 * 3 + 2 * 3
     omit = the_plan.runs[h.omit_key(1)]
     assert omit.drop_classes == [3] and omit.holdout_fraction > 0 and omit.train.seed == 1
 
@@ -98,7 +105,7 @@ def test_jittered_ensembles_jitter_members_and_distilled_models_alike(tmp_path: 
 def test_ensemble_weight_decay_regularises_members_and_students_alike(tmp_path: Path) -> None:
     """ensemble_weight_decay: the members and the models distilled from them decay their
     weights alike, in runs of their own; every other run keeps its settings and name."""
-    unchanged = replace(h.PROFILES["paper"], regularised_ensemble_jitter=0)  # one variant
+    unchanged = replace(h.PROFILES["paper"], regularised_ensembles=())  # one variant
     profile = replace(unchanged, ensemble_weight_decay=5e-4)
     the_plan = h.plan(profile, tmp_path)
     key = h.ensemble_key("mnist", profile, 0, 5.0)
@@ -111,7 +118,7 @@ def test_ensemble_weight_decay_regularises_members_and_students_alike(tmp_path: 
     unchanged = h.plan(unchanged, tmp_path)
     assert the_plan.runs[h.hard_key("mnist", "mlp:300x300", 0)].train.weight_decay == 0.0
     others = {k: v for k, v in the_plan.runs.items() if "wd" not in k}
-    assert len(the_plan.runs) - len(others) == 2 * (10 + 9)  # members, distilled models
+    assert len(the_plan.runs) - len(others) == 2 * (10 + 2 * 3)  # members, distilled at 2 T
     assert others == {k: unchanged.runs[k] for k in others}
 
 
