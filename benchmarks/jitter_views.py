@@ -53,7 +53,7 @@ def teacher_of(spec: str, members: int) -> torch.nn.Module | list[torch.nn.Modul
 
 def timed_run(train: Split, test: Split, teacher, config: TrainConfig) -> tuple[float, int]:
     """Wall seconds of one whole ``fit`` (set-up included) and the student's test errors."""
-    batches._last_views = None  # each run computes its views, as a lone `kdistill distill` does
+    batches.forget_views()  # each run computes its views, as a lone `kdistill distill` does
     torch.manual_seed(0)
     student = build_model("mlp:800x800", (1, 28, 28), 10)
     started = time.perf_counter()

@@ -405,6 +405,13 @@ def caches_views(
 _last_views: tuple[tuple, Tensor] | None = None
 
 
+def forget_views() -> None:
+    """Free the views table this process keeps for its next run (up to
+    :data:`VIEW_CACHE_MAX_BYTES`); the next jittered run computes its own."""
+    global _last_views
+    _last_views = None
+
+
 def _views_of(source: SplitSource, members: list[nn.Module]) -> Tensor:
     """``source.teacher_views(members)``, reused from the run before when the members (their
     modules and every weight), the examples, the jitter and the threads are the same, so the

@@ -220,9 +220,9 @@ def _counting_forwards(model: nn.Module) -> list[int]:
 
 
 @pytest.fixture
-def no_views_kept(monkeypatch):
+def no_views_kept():
     """No views table left by an earlier test: each test counts the teacher passes it makes."""
-    monkeypatch.setattr(kdistill.batches, "_last_views", None)
+    kdistill.batches.forget_views()
 
 
 @pytest.mark.parametrize("ensemble", [False, True])
@@ -529,3 +529,13 @@ def test_benchmark_quick_mode_writes_every_figure(tmp_path, monkeypatch):
     ]  # fmt: skip
     assert set(result["ratios"]) == {"file_jitter_over_cached", "file_jitter_over_online_jitter"}
     assert {r["file_dtype"] for r in result["fp16"]} == {"float32", "float16"}
+
+
+def test_forgotten_views_are_computed_again(digits, teacher, no_views_kept):
+    """forget_views frees the process's table: the next run from the same teacher recomputes."""
+    config = TrainConfig(epochs=9, jitter=1, loss_args={"temperature": 4.0}, lr=0.05, device="cpu")
+    seen = _counting_forwards(teacher)
+    fit(_student(), digits.train, config, teacher=teacher, progress=False)
+    kdistill.batches.forget_views()
+    fit(_student(), digits.train, config, teacher=teacher, progress=False)
+    assert sum(seen) == 2 * (9 * len(digits.train) + 1)  # each run: 9 views and fit's check
